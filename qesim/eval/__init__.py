@@ -1,0 +1,1 @@
+"""Accuracy runs on real models and data."""

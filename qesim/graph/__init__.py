@@ -1,0 +1,1 @@
+"""Layer-graph IR (pydantic), JSON schema, shape presets and graph builders."""

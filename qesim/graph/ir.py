@@ -1,0 +1,237 @@
+"""Layer-graph IR: one op per node, in execution order, with enough to cost it on any hardware.
+
+Units: every size is in *elements* (features, tokens, heads); every precision is in *bits*.
+Bytes are never stored in the graph: the cost models derive them from elements x bits / 8.
+
+An op that appears in every decoder layer is stored once with ``repeat = num_layers``; the
+cost models multiply its cost by ``repeat``.  Bitwidths come from the quantizer config that
+produced the graph (``LayerGraph.setting`` / ``LayerGraph.method``), never from a model dtype.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Stage = Literal["prefill", "decode"]
+
+#: Activation quantization granularity. ``none`` = activations stay at ``act_bits`` as given
+#: (16 = fp16) with no quantizer in the datapath.
+ActGranularity = Literal["per_token_dynamic", "per_tensor_static", "none"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False, validate_assignment=True)
+
+
+class RoutingStats(_Strict):
+    """Measured routing of a routed-expert adapter (exported by the quantizer on real data).
+
+    ``tokens_per_expert[i]`` = calibration/evaluation tokens routed to expert i (top-1).
+    ``touched_per_batch`` = mean number of distinct experts touched by a batch of
+    ``batch_tokens`` consecutive tokens, measured.
+    """
+
+    tokens_per_expert: list[int] = Field(min_length=1)
+    batch_tokens: int = Field(128, ge=1)
+    touched_per_batch: Optional[float] = Field(None, ge=0)
+
+    def frequencies(self) -> list[float]:
+        tot = sum(self.tokens_per_expert)
+        if tot <= 0:
+            n = len(self.tokens_per_expert)
+            return [1.0 / n] * n
+        return [c / tot for c in self.tokens_per_expert]
+
+
+class LowRankAdapters(_Strict):
+    """Low-rank adapters attached to a linear (LQER/ASER: shared only; QE: shared + routed).
+
+    y += (x A_s) B_s  +  (x A_r[e]) B_r[e]  for the routed expert(s) e picked by the router,
+    router logits = R |x| with R of shape (in_features x routed_experts).
+    """
+
+    shared_rank: int = Field(0, ge=0, description="rank of the always-on (shared) adapter")
+    routed_experts: int = Field(0, ge=0, description="Nr, number of routed low-rank experts")
+    routed_rank: int = Field(0, ge=0, description="rank of each routed expert")
+    active_per_token: int = Field(1, ge=1, description="experts applied per token (top-1 in QE)")
+    touched_experts: Optional[float] = Field(
+        None,
+        ge=0,
+        description="distinct routed experts a batch of this op's tokens touches; None = "
+        "use routing stats if present, else the uniform-routing expectation",
+    )
+    router: bool = Field(True, description="router weights (in_features x routed_experts) present")
+    adapter_bits: int = Field(16, ge=1, le=32, description="precision of A/B matrices and router")
+    routing: Optional[RoutingStats] = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "LowRankAdapters":
+        if self.routed_experts and not self.routed_rank:
+            raise ValueError("routed_experts > 0 needs routed_rank > 0")
+        if self.routed_experts and self.active_per_token > self.routed_experts:
+            raise ValueError("active_per_token cannot exceed routed_experts")
+        if self.routing is not None and self.routed_experts and len(self.routing.tokens_per_expert) != self.routed_experts:
+            raise ValueError("routing.tokens_per_expert must have routed_experts entries")
+        return self
+
+    @property
+    def total_rank(self) -> int:
+        return self.shared_rank + (self.routed_rank * self.active_per_token if self.routed_experts else 0)
+
+
+class LinearOp(_Strict):
+    """y[M, N] = x[M, K] @ W[K, N] (+ adapters). M = ``tokens`` (batch x query tokens)."""
+
+    kind: Literal["linear"] = "linear"
+    name: str
+    in_features: int = Field(ge=1, description="K")
+    out_features: int = Field(ge=1, description="N")
+    tokens: int = Field(ge=1, description="M: rows of x, batch x tokens per sequence")
+    weight_bits: int = Field(16, ge=1, le=32)
+    group_size: int = Field(-1, description="-1 = per output channel, else group along in_features")
+    weight_symmetric: bool = True
+    act_bits: int = Field(16, ge=1, le=32)
+    act_granularity: ActGranularity = "none"
+    out_bits: int = Field(16, ge=1, le=32, description="precision the output is written in")
+    weight_density: float = Field(1.0, gt=0, le=1, description="fraction of weights kept (N:M sparsity)")
+    repeat: int = Field(1, ge=1, description="how many times this op runs (e.g. num layers)")
+    adapters: Optional[LowRankAdapters] = None
+    weight_shared_with: Optional[str] = Field(
+        None, description="name of an op whose weights this op reuses (e.g. tied lm_head)"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> "LinearOp":
+        if self.group_size != -1 and self.group_size < 1:
+            raise ValueError("group_size must be -1 (per channel) or >= 1")
+        return self
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates of the base GEMM (dense count, before sparsity)."""
+        return self.tokens * self.in_features * self.out_features
+
+
+class AttentionOp(_Strict):
+    """Scaled dot-product attention over a KV cache: QK^T, softmax (SFU), PV.
+
+    ``q_len`` query tokens per sequence attend to ``kv_len`` keys (causal prefill:
+    kv_len = q_len, and about half the scores are masked). KV cache lives off-chip at
+    ``kv_bits``; new K/V rows (``q_len`` per sequence) are written, ``kv_len`` rows are read.
+    """
+
+    kind: Literal["attention"] = "attention"
+    name: str
+    batch: int = Field(1, ge=1)
+    heads: int = Field(ge=1)
+    kv_heads: int = Field(ge=1)
+    head_dim: int = Field(ge=1)
+    q_len: int = Field(ge=1)
+    kv_len: int = Field(ge=1)
+    kv_bits: int = Field(16, ge=1, le=32)
+    act_bits: int = Field(16, ge=1, le=32, description="precision of Q and of the scores/probs")
+    causal: bool = True
+    repeat: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "AttentionOp":
+        if self.heads % self.kv_heads:
+            raise ValueError("heads must be a multiple of kv_heads (GQA)")
+        if self.kv_len < self.q_len:
+            raise ValueError("kv_len must be >= q_len")
+        return self
+
+
+SfuFunc = Literal[
+    "softmax", "layernorm", "rmsnorm", "silu", "gelu", "silu_mul", "eltwise_add", "eltwise_mul",
+    "quantize", "dequantize", "rope",
+]
+
+
+class SfuOp(_Strict):
+    """A vector op on the special function unit over ``rows`` vectors of ``width`` elements."""
+
+    kind: Literal["sfu"] = "sfu"
+    name: str
+    func: SfuFunc
+    rows: int = Field(ge=1)
+    width: int = Field(ge=1)
+    in_bits: int = Field(16, ge=1, le=32)
+    out_bits: int = Field(16, ge=1, le=32)
+    inputs: int = Field(1, ge=1, le=4, description="operand vectors per row (eltwise_add: 2)")
+    repeat: int = Field(1, ge=1)
+
+
+class EmbeddingOp(_Strict):
+    """Token-embedding gather: ``tokens`` rows of ``hidden`` elements read from a table."""
+
+    kind: Literal["embedding"] = "embedding"
+    name: str
+    tokens: int = Field(ge=1)
+    hidden: int = Field(ge=1)
+    vocab: int = Field(ge=1)
+    bits: int = Field(16, ge=1, le=32)
+    repeat: int = Field(1, ge=1)
+
+
+Op = Annotated[Union[LinearOp, AttentionOp, SfuOp, EmbeddingOp], Field(discriminator="kind")]
+
+
+class LayerGraph(_Strict):
+    """A model (or a single layer) at one stage, its ops in execution order."""
+
+    schema_version: Literal[1] = 1
+    name: str
+    model: str = Field(description="model preset or source model name")
+    stage: Stage
+    batch: int = Field(1, ge=1)
+    seq_len: int = Field(ge=1, description="tokens processed per sequence in this pass (decode: 1)")
+    context_len: int = Field(ge=0, description="tokens already in the KV cache before this pass")
+    setting: str = Field("W16A16", description="quantizer setting W{w}A{a}")
+    method: str = Field("none", description="adapter structure / quantizer name")
+    ops: list[Op] = Field(min_length=1)
+    meta: dict[str, Union[str, int, float, bool, None]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "LayerGraph":
+        seen: set[str] = set()
+        for op in self.ops:
+            if op.name in seen:
+                raise ValueError(f"duplicate op name {op.name!r}")
+            seen.add(op.name)
+        return self
+
+    # --- I/O -----------------------------------------------------------------
+    def to_json(self, path: str | Path | None = None, indent: int = 1) -> str:
+        text = self.model_dump_json(indent=indent)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "LayerGraph":
+        """Load a graph; raises ``qesim.errors.InputError`` naming the file and field."""
+        from qesim.errors import InputError, format_validation_error
+        from pydantic import ValidationError
+
+        p = Path(path)
+        try:
+            text = p.read_text()
+        except OSError as e:
+            raise InputError(f"{p}: cannot read graph file ({e.strerror})") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{p}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            raise InputError(format_validation_error(p, e)) from None
+
+
+def graph_json_schema() -> dict:
+    return LayerGraph.model_json_schema()

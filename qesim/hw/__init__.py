@@ -1,0 +1,1 @@
+"""Hardware config schema and loader (presets = hw_configs/*.yaml)."""

@@ -1,0 +1,70 @@
+"""Load hardware configs by preset name (``hw_configs/NAME.yaml``) or by path."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from qesim.errors import InputError, format_validation_error
+from qesim.hw.config import HardwareConfig
+
+
+def config_dir() -> Path:
+    """``hw_configs/`` of the source tree, or the copy installed inside the package."""
+    here = Path(__file__).resolve()
+    for cand in (here.parents[2] / "hw_configs", here.parent / "presets"):
+        if cand.is_dir():
+            return cand
+    return here.parents[2] / "hw_configs"
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in config_dir().glob("*.yaml"))
+
+
+def load_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise InputError(f"{path}: malformed YAML{where}: {problem}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a mapping of hardware fields at the top level, got {type(data).__name__}")
+    return data
+
+
+def config_from_dict(data: dict, source: str) -> HardwareConfig:
+    try:
+        return HardwareConfig.model_validate(data)
+    except ValidationError as e:
+        raise InputError(format_validation_error(source, e)) from None
+
+
+@lru_cache(maxsize=64)
+def _load_path(path: str, mtime: float) -> HardwareConfig:
+    p = Path(path)
+    return config_from_dict(load_yaml(p), str(p))
+
+
+def load_hw(name_or_path: str) -> HardwareConfig:
+    """A preset name (``flightllm-u280``) or a path to a YAML file."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.exists():
+            raise InputError(f"{p}: hardware config file not found")
+        return _load_path(str(p.resolve()), p.stat().st_mtime)
+    cand = config_dir() / f"{name_or_path}.yaml"
+    if not cand.exists():
+        raise InputError(
+            f"unknown hardware {name_or_path!r}; known: {', '.join(preset_names())} (or a path to a .yaml file)"
+        )
+    return _load_path(str(cand), cand.stat().st_mtime)

@@ -1,0 +1,1 @@
+"""Torch quantization core: primitives, methods (RTN ... QE), calibration, export to graph."""

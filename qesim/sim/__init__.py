@@ -1,0 +1,1 @@
+"""Discrete-event (simpy) cycle model replaying the analytical schedule."""
