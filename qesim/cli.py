@@ -23,6 +23,12 @@ COMMANDS: dict[str, str] = {
     "validate": "qesim.commands.validate",
     "graph": "qesim.commands.graph",
     "hw": "qesim.commands.hw",
+    "accuracy": "qesim.commands.accuracy",
+    "quantize": "qesim.commands.quantize",
+    "compare-engines": "qesim.commands.compare_engines",
+    "sweep": "qesim.commands.sweep",
+    "report": "qesim.commands.report",
+    "moqe": "qesim.commands.moqe",
 }
 
 
@@ -37,7 +43,14 @@ def _build_parser(only: str | None) -> argparse.ArgumentParser:
         if only is not None and name != only:
             sub.add_parser(name, help=f"(see qesim {name} --help)")
             continue
-        importlib.import_module(mod).register(sub)
+        try:
+            module = importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name != mod:  # a real missing dependency inside the module: surface it
+                raise
+            sub.add_parser(name, help="(not available in this build)")
+            continue
+        module.register(sub)
     return parser
 
 
@@ -50,7 +63,16 @@ def main(argv: list[str] | None = None) -> int:
         only = None  # full help: every command registers
     else:
         only = "__none__"  # unknown command: argparse lists the choices
-    parser = _build_parser(only)
+    try:
+        parser = _build_parser(only)
+    except ModuleNotFoundError as e:
+        extra = {"torch": "quant", "transformers": "quant", "sklearn": "quant", "scipy": "quant",
+                 "gguf": "quant", "pyarrow": "dse", "dask": "dse", "distributed": "dse", "tqdm": "dse"}
+        root = (e.name or "").split(".")[0]
+        hint = f"pip install -e '.[{extra[root]}]'" if root in extra else "bash scripts/setup.sh"
+        print(f"qesim: error: command {first!r} needs the Python package {root!r}, which is not "
+              f"installed; install it with: {hint}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
