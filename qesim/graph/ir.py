@@ -148,7 +148,7 @@ class AttentionOp(_Strict):
 
 SfuFunc = Literal[
     "softmax", "layernorm", "rmsnorm", "silu", "gelu", "silu_mul", "eltwise_add", "eltwise_mul",
-    "quantize", "dequantize", "rope",
+    "quantize", "dequantize", "rope", "relu",
 ]
 
 

@@ -1,0 +1,263 @@
+"""Whole-model layer graphs from shape presets, and the single-linear graph of QE Table 8.
+
+Token counts (elements = tokens, features):
+
+- ``prefill``: each of ``batch`` sequences processes ``seq_len`` tokens; ``context_len`` tokens
+  may already be cached (chunked prefill, default 0). Linear M = batch*seq_len; attention
+  q_len = seq_len, kv_len = context_len + seq_len.
+- ``decode``: one new token per sequence over a cache of ``context_len`` tokens. Linear M = batch;
+  attention q_len = 1, kv_len = context_len + 1. The graph records seq_len = 1.
+
+The ops of one decoder layer are stored once with ``repeat = layers`` and named ``layer.<op>``.
+Embedding (and position embedding) and ``lm_head`` stay fp16 and are never quantized, as MBQ and
+QE do. ``lm_head`` computes logits only for the last position of each sequence (tokens = batch,
+in both stages): that is what generation needs; perplexity evaluation (logits for every position)
+is not what this graph costs. ``final_norm`` is likewise applied to those ``batch`` rows only.
+
+Encoder models (BERT: ``minilm-l6``) are post-norm and bidirectional and have no ``lm_head``
+(they are used as sentence encoders with mean pooling, which is not costed); only ``prefill``
+with an empty cache is valid for them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from pydantic import ValidationError
+
+from qesim.errors import InputError
+from qesim.graph.ir import AttentionOp, EmbeddingOp, LayerGraph, LinearOp, SfuOp
+from qesim.graph.presets import ModelSpec, get_spec
+from qesim.graph.settings import AdapterDefaults, linear_fields, method_adapters, parse_setting
+
+__all__ = ["build_graph", "single_linear_graph", "AdapterDefaults"]
+
+
+def _check_common(stage: str, seq_len: int, context_len: int, batch: int, density: float,
+                  kv_bits: Optional[int]) -> None:
+    if stage not in ("prefill", "decode"):
+        raise InputError(f"stage {stage!r} must be 'prefill' or 'decode'")
+    if not isinstance(seq_len, int) or seq_len < 1:
+        raise InputError(f"seq_len must be an integer >= 1 (got {seq_len!r})")
+    if not isinstance(context_len, int) or context_len < 0:
+        raise InputError(f"context_len must be an integer >= 0 (got {context_len!r})")
+    if not isinstance(batch, int) or batch < 1:
+        raise InputError(f"batch must be an integer >= 1 (got {batch!r})")
+    if not (0 < density <= 1):
+        raise InputError(f"density must be in (0, 1] (got {density!r})")
+    if kv_bits is not None and not (1 <= kv_bits <= 32):
+        raise InputError(f"kv_bits must be in 1..32 (got {kv_bits!r})")
+
+
+def _linear(name: str, fields: dict, overrides: dict[str, dict]) -> LinearOp:
+    extra = overrides.get(name)
+    if extra:
+        fields = {**fields, **extra}
+    try:
+        return LinearOp(name=name, **fields)
+    except ValidationError as e:
+        from qesim.errors import format_validation_error
+
+        raise InputError(format_validation_error(f"linear {name!r}", e)) from None
+    except TypeError as e:  # e.g. a non-mapping override
+        raise InputError(f"linear {name!r}: bad override ({e})") from None
+
+
+def build_graph(
+    model: str | ModelSpec,
+    *,
+    stage: str,
+    seq_len: int = 128,
+    context_len: int = 0,
+    batch: int = 1,
+    setting: str = "W16A16",
+    method: str = "none",
+    density: float = 1.0,
+    adapter_defaults: AdapterDefaults = AdapterDefaults(),
+    kv_bits: Optional[int] = None,
+    linear_overrides: Optional[dict[str, dict]] = None,
+) -> LayerGraph:
+    """The layer graph of a whole model at one stage (see the module docstring for token counts).
+
+    Args:
+        model: preset name (see :func:`qesim.graph.presets.preset_names`) or a ModelSpec.
+        stage: ``'prefill'`` or ``'decode'``.
+        seq_len: prefill tokens per sequence (ignored for decode, where it is 1).
+        context_len: tokens already in the KV cache of each sequence.
+        batch: sequences.
+        setting: ``W{w}A{a}`` quantizer setting (bits) for the decoder-layer linears
+            (q/k/v/o and the MLP). ``a < 16`` inserts a per-token ``quantize`` SFU op before each
+            group of linears that shares an input.
+        method: adapter structure (``none``, ``lqer``, ``aser``, ``qe``, ...) attached to every
+            quantized linear; none is attached when the setting is W16A16 (nothing is quantized).
+        density: fraction of weights kept (N:M sparsity) on the decoder-layer linears, at any
+            setting; embedding and lm_head stay dense.
+        adapter_defaults: ranks / expert counts for ``method``.
+        kv_bits: KV-cache precision in bits (default 16).
+        linear_overrides: op name (e.g. ``'layer.q_proj'``, ``'lm_head'``) -> LinearOp field
+            overrides, applied last (e.g. measured ``adapters`` with routing stats).
+
+    Raises:
+        InputError: unknown model / setting / method, out-of-range sizes, an override naming an
+            op that does not exist or an invalid field, decode on an encoder model.
+    """
+    spec = get_spec(model)
+    _check_common(stage, seq_len, context_len, batch, density, kv_bits)
+    if spec.moe is not None:
+        raise InputError(f"model {spec.name!r} is a mixture-of-experts spec; MoE graphs are not built yet")
+    if not spec.causal and (stage == "decode" or context_len):
+        raise InputError(f"model {spec.name!r} is an encoder (bidirectional, no KV cache): only "
+                         "stage 'prefill' with context 0 is valid")
+    qs = parse_setting(setting)
+    adapters = method_adapters(method, adapter_defaults)
+    attach = adapters is not None and not qs.is_fp16
+    overrides = dict(linear_overrides or {})
+
+    q_len = seq_len if stage == "prefill" else 1
+    M = batch * q_len
+    kv_len = context_len + q_len
+    L = spec.layers
+    h, inter = spec.hidden, spec.intermediate
+    a_bits = qs.a_bits
+    quant_acts = a_bits < 16
+
+    qfields = dict(linear_fields(qs), tokens=M, repeat=L, weight_density=density)
+    if attach:
+        qfields["adapters"] = adapters
+
+    ops: list[Any] = []
+
+    # --- embeddings ---------------------------------------------------------------------
+    ops.append(EmbeddingOp(name="embedding", tokens=M, hidden=h, vocab=spec.vocab, bits=16))
+    if spec.position == "learned":
+        ops.append(EmbeddingOp(name="pos_embedding", tokens=M, hidden=h, vocab=spec.max_positions, bits=16))
+        ops.append(SfuOp(name="embed_pos_add", func="eltwise_add", rows=M, width=h, inputs=2))
+    if spec.type_vocab:
+        ops.append(EmbeddingOp(name="type_embedding", tokens=M, hidden=h, vocab=spec.type_vocab, bits=16))
+        ops.append(SfuOp(name="embed_type_add", func="eltwise_add", rows=M, width=h, inputs=2))
+    if spec.layout == "post_norm":
+        ops.append(SfuOp(name="embed_norm", func=spec.norm, rows=M, width=h))
+
+    def sfu(name: str, func: str, width: int, *, inputs: int = 1, in_bits: int = 16, out_bits: int = 16) -> SfuOp:
+        return SfuOp(name=f"layer.{name}", func=func, rows=M, width=width, inputs=inputs,
+                     in_bits=in_bits, out_bits=out_bits, repeat=L)
+
+    def quant(name: str, width: int) -> None:
+        if quant_acts:
+            ops.append(sfu(name, "quantize", width, in_bits=16, out_bits=a_bits))
+
+    def lin(name: str, k: int, n: int) -> None:
+        ops.append(_linear(f"layer.{name}", dict(qfields, in_features=k, out_features=n), overrides))
+
+    pre = spec.layout == "pre_norm"
+    shapes = spec.linear_shapes()
+
+    # --- attention block ----------------------------------------------------------------
+    if pre:
+        ops.append(sfu("input_norm", spec.norm, h))
+    quant("attn_in_quant", h)
+    for nm in ("q_proj", "k_proj", "v_proj"):
+        lin(nm, *shapes[nm])
+    if spec.position == "rope":
+        ops.append(sfu("rope", "rope", (spec.heads + spec.kv_heads) * spec.head_dim))
+    ops.append(AttentionOp(name="layer.attention", batch=batch, heads=spec.heads, kv_heads=spec.kv_heads,
+                           head_dim=spec.head_dim, q_len=q_len, kv_len=kv_len,
+                           kv_bits=16 if kv_bits is None else kv_bits, act_bits=16,
+                           causal=spec.causal, repeat=L))
+    quant("o_quant", spec.q_out)
+    lin("o_proj", *shapes["o_proj"])
+    ops.append(sfu("attn_residual", "eltwise_add", h, inputs=2))
+    ops.append(sfu("post_attn_norm", spec.norm, h))
+
+    # --- MLP ----------------------------------------------------------------------------
+    quant("mlp_in_quant", h)
+    if spec.mlp == "gated":
+        lin("gate_proj", *shapes["gate_proj"])
+        lin("up_proj", *shapes["up_proj"])
+        if spec.act == "silu":
+            ops.append(sfu("act", "silu_mul", inter, inputs=2))
+        else:  # gated GELU/ReLU: activation then elementwise product
+            ops.append(sfu("act", spec.act, inter))
+            ops.append(sfu("gate_mul", "eltwise_mul", inter, inputs=2))
+        quant("down_quant", inter)
+        lin("down_proj", *shapes["down_proj"])
+    else:
+        lin("fc1", *shapes["fc1"])
+        ops.append(sfu("act", spec.act, inter))
+        quant("fc2_quant", inter)
+        lin("fc2", *shapes["fc2"])
+    ops.append(sfu("mlp_residual", "eltwise_add", h, inputs=2))
+    if not pre:
+        ops.append(sfu("out_norm", spec.norm, h))
+
+    # --- head -----------------------------------------------------------------------------
+    if pre:
+        ops.append(SfuOp(name="final_norm", func=spec.norm, rows=batch if spec.lm_head else M, width=h))
+    if spec.lm_head:
+        head = dict(in_features=h, out_features=spec.vocab, tokens=batch, weight_bits=16, act_bits=16,
+                    act_granularity="none", out_bits=16, weight_density=1.0, repeat=1,
+                    weight_shared_with="embedding" if spec.tied_embeddings else None)
+        ops.append(_linear("lm_head", head, overrides))
+
+    names = {op.name for op in ops}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        lin_names = [op.name for op in ops if op.kind == "linear"]
+        raise InputError(f"linear_overrides name unknown op(s) {', '.join(map(repr, unknown))}; "
+                         f"linear ops of this graph: {', '.join(lin_names)}")
+    bad = sorted(n for n in overrides if n in names and n not in {o.name for o in ops if o.kind == "linear"})
+    if bad:
+        raise InputError(f"linear_overrides may only name linear ops, not {', '.join(map(repr, bad))}")
+
+    meta = dict(
+        arch=spec.arch, hidden=h, intermediate=inter, layers=L, heads=spec.heads, kv_heads=spec.kv_heads,
+        head_dim=spec.head_dim, vocab=spec.vocab, norm=spec.norm, mlp=spec.mlp, act=spec.act,
+        tied_embeddings=spec.tied_embeddings, position=spec.position, layout=spec.layout, causal=spec.causal,
+        tokens=M, q_len=q_len, kv_len=kv_len, kv_bits=16 if kv_bits is None else kv_bits,
+        density=density, adapters_attached=attach,
+        lm_head_tokens=batch if spec.lm_head else 0,
+        params=spec.param_count(),
+        unverified=",".join(spec.unverified) or None,
+    )
+    return LayerGraph(
+        name=f"{spec.name}-{stage}-{qs.name}-{method.lower()}", model=spec.name, stage=stage, batch=batch,
+        seq_len=q_len, context_len=context_len, setting=qs.name, method=method.lower(), ops=ops, meta=meta,
+    )
+
+
+def single_linear_graph(
+    in_features: int,
+    out_features: int,
+    *,
+    tokens: int,
+    setting: str = "W16A16",
+    method: str = "none",
+    stage: str = "prefill",
+    density: float = 1.0,
+    adapter_defaults: AdapterDefaults = AdapterDefaults(),
+    name: Optional[str] = None,
+) -> LayerGraph:
+    """A graph of exactly one LinearOp (QE Table 8 costs only the linear, incl. its adapters).
+
+    ``tokens`` = M (elements). Prefill records batch 1, seq_len = tokens; decode records
+    batch = tokens, seq_len 1. No quantize op is added even when a < 16 (the linear's
+    ``act_bits`` / ``act_granularity`` still say the input is quantized). Adapters are attached
+    unless the setting is W16A16.
+    """
+    _check_common(stage, 1, 0, 1, density, None)
+    for what, v in (("in_features", in_features), ("out_features", out_features), ("tokens", tokens)):
+        if not isinstance(v, int) or v < 1:
+            raise InputError(f"{what} must be an integer >= 1 (got {v!r})")
+    qs = parse_setting(setting)
+    adapters = method_adapters(method, adapter_defaults)
+    attach = adapters is not None and not qs.is_fp16
+    op_name = name or f"linear_{in_features}x{out_features}"
+    op = LinearOp(name=op_name, in_features=in_features, out_features=out_features, tokens=tokens,
+                  weight_density=density, adapters=adapters if attach else None, **linear_fields(qs))
+    prefill = stage == "prefill"
+    return LayerGraph(
+        name=f"{op_name}-{stage}-{qs.name}-{method.lower()}", model=op_name, stage=stage,
+        batch=1 if prefill else tokens, seq_len=tokens if prefill else 1, context_len=0,
+        setting=qs.name, method=method.lower(), ops=[op],
+        meta=dict(single_linear=True, tokens=tokens, adapters_attached=attach, density=density),
+    )

