@@ -147,3 +147,82 @@ def test_single_linear():
     assert d.ops[0].name == "fc" and d.ops[0].adapters is None and d.stage == "decode"
     with pytest.raises(InputError):
         single_linear_graph(0, 4, tokens=1)
+
+
+# --- property-based: random small specs and settings -------------------------------------------
+from hypothesis import given, settings as hsettings, strategies as st  # noqa: E402
+
+from qesim.graph.presets import ModelSpec  # noqa: E402
+
+
+@st.composite
+def _specs(draw):
+    kv = draw(st.integers(1, 4))
+    heads = kv * draw(st.integers(1, 4))
+    head_dim = draw(st.sampled_from([8, 16, 32]))
+    plain = draw(st.booleans())
+    encoder = plain and draw(st.booleans())
+    return ModelSpec(
+        name="fuzz", hidden=draw(st.integers(8, 256)), intermediate=draw(st.integers(8, 512)),
+        layers=draw(st.integers(1, 6)), heads=heads, kv_heads=kv, head_dim=head_dim,
+        vocab=draw(st.integers(2, 1000)), norm="layernorm" if plain else "rmsnorm",
+        mlp="plain" if plain else "gated", act=draw(st.sampled_from(["gelu", "relu"])) if plain else
+        draw(st.sampled_from(["silu", "gelu"])), tied_embeddings=draw(st.booleans()) and not encoder,
+        position="learned" if plain else "rope", max_positions=4096 if plain else 0,
+        layout="post_norm" if encoder else "pre_norm", causal=not encoder, lm_head=not encoder,
+    )
+
+
+@hsettings(max_examples=60, deadline=None)
+@given(spec=_specs(), stage=st.sampled_from(["prefill", "decode"]), seq=st.integers(1, 300),
+       ctx=st.integers(0, 2000), batch=st.integers(1, 8), w=st.sampled_from([2, 3, 4, 8, 16]),
+       a=st.sampled_from([4, 6, 8, 16]), method=st.sampled_from(["none", "rtn", "lqer", "qe"]),
+       density=st.floats(0.1, 1.0))
+def test_fuzz_build_graph(spec, stage, seq, ctx, batch, w, a, method, density):
+    if not spec.causal:
+        stage, ctx = "prefill", 0
+    g = build_graph(spec, stage=stage, seq_len=seq, context_len=ctx, batch=batch, setting=f"W{w}A{a}",
+                    method=method, density=density)
+    LayerGraph.model_validate(g.model_dump())  # re-validates
+    q_len = seq if stage == "prefill" else 1
+    M = batch * q_len
+    assert (g.seq_len, g.context_len, g.batch) == (q_len, ctx, batch)
+    fp16 = w >= 16 and a >= 16
+    for op in g.ops:
+        if op.name.startswith("layer."):
+            assert op.repeat == spec.layers
+        if op.kind == "linear" and op.name.startswith("layer."):
+            assert op.tokens == M and op.weight_density == density
+            assert op.weight_bits == (16 if fp16 else w) and op.act_bits == (16 if fp16 else a)
+            assert (op.adapters is not None) == (method in ("lqer", "qe") and not fp16)
+        elif op.kind == "attention":
+            assert (op.q_len, op.kv_len, op.batch) == (q_len, ctx + q_len, batch)
+            assert op.causal == spec.causal
+        elif op.kind == "sfu":
+            assert op.rows in (M, batch)
+        elif op.kind == "embedding":
+            assert op.tokens == M
+    nq = sum(1 for op in g.ops if op.kind == "sfu" and op.func == "quantize")
+    assert nq == (4 if a < 16 and not fp16 else 0)
+    heads = [op for op in g.ops if op.name == "lm_head"]
+    assert len(heads) == int(spec.lm_head)
+    if heads:
+        assert heads[0].tokens == batch and heads[0].weight_bits == 16
+    assert LayerGraph.model_validate_json(g.to_json()) == g
+
+
+def test_cli_graph(tmp_path, capsys):
+    from qesim.cli import main
+
+    out = tmp_path / "g.json"
+    assert main(["graph", "build", "--model", "smollm2-135m", "--stage", "decode", "--context", "64",
+                 "--setting", "W4A8", "--method", "qe", "--out", str(out)]) == 0
+    g = LayerGraph.from_json(out)
+    assert g.stage == "decode" and g.context_len == 64 and g.method == "qe"
+    assert main(["graph", "presets"]) == 0
+    assert "smollm2-135m" in capsys.readouterr().out
+    assert main(["graph", "schema"]) == 0
+    assert '"LinearOp"' in capsys.readouterr().out
+    assert main(["graph", "build", "--model", "nope", "--stage", "prefill"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown model" in err and "llama2-7b" in err

@@ -54,10 +54,27 @@ def test_opt_and_minilm_counts():
     assert not m.lm_head and not m.causal and m.layout == "post_norm"
 
 
-def test_internvl2_2b_unverified_is_declared():
+def test_internvl2_2b_verified_dims():
     s = get_spec("internvl2-2b")
-    assert s.hidden == 2048 and s.vocab == 92553
-    assert "hidden" not in s.unverified
+    assert (s.hidden, s.vocab, s.layers, s.heads, s.kv_heads, s.intermediate) == (2048, 92553, 24, 16, 8, 8192)
+    # wqkv of internlm2-1.8b prints as 2048 -> 4096 = q (16x128) + k, v (8x128 each)
+    assert s.q_out + 2 * s.kv_out == 4096
+    assert not s.unverified and any("internlm2-chat-1_8b" in src for src in s.sources)
+
+
+def test_moe_field_and_registration():
+    from qesim.graph.presets import MoESpec, register_preset
+
+    base = get_spec("smollm2-135m")
+    moe = base.model_copy(update={"name": "toy-moe", "moe": MoESpec(experts=4, top_k=1, moe_intermediate=64)})
+    register_preset(moe)
+    try:
+        assert "toy-moe" in preset_names() and preset_names()[: len(CONTRACT_NAMES)] == list(CONTRACT_NAMES)
+        with pytest.raises(ValueError, match="already exists"):
+            register_preset(moe)
+    finally:
+        from qesim.graph import presets as P
+        P._PRESETS.pop("toy-moe", None)
 
 
 def test_spec_validation():

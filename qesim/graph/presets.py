@@ -79,8 +79,6 @@ class ModelSpec(BaseModel):
             raise ValueError(f"heads ({self.heads}) must be a multiple of kv_heads ({self.kv_heads})")
         if self.position == "learned" and self.max_positions < 1:
             raise ValueError("position='learned' needs max_positions >= 1")
-        if self.layout == "post_norm" and self.causal and self.lm_head:
-            pass  # allowed (e.g. original GPT); nothing to check
         return self
 
     # --- parameter counts (elements) -----------------------------------------------------
@@ -167,38 +165,50 @@ _add(ModelSpec(
     head_dim=128, vocab=151936, qkv_bias=True, tied_embeddings=True,
     sources=[f"{_FACTS}, row Qwen2-VL-2B: printed Qwen2VLModel: Embedding(151936,1536), 28 layers, "
              "k_proj 1536->256, MLP 8960 (code id 14180063103); heads = 1536/128; kv_heads = 256/128",
-             f"{_FACTS} extra details: q/k/v bias, head dim 128 for all Qwen2-VL sizes"],
-    unverified=["tied_embeddings (Qwen2-VL-2B config tie_word_embeddings=true, from memory)"],
+             f"{_FACTS} extra details: q/k/v bias, head dim 128 for all Qwen2-VL sizes",
+             "config.json copies of Qwen/Qwen2-VL-2B-Instruct (huggingface.co/onnx-community/Qwen2-VL-2B-Instruct "
+             "config.json, _name_or_path Qwen/Qwen2-VL-2B-Instruct; lightonai/MonoQwen2-VL-v0.1): hidden 1536, "
+             "intermediate 8960, 28 layers, 12 heads, 2 kv heads, vocab 151936, tie_word_embeddings true"],
 ))
 _add(ModelSpec(
     name="qwen2vl-7b", arch="qwen2", hidden=3584, intermediate=18944, layers=28, heads=28, kv_heads=4,
     head_dim=128, vocab=152064, qkv_bias=True, tied_embeddings=False,
     sources=[f"{_FACTS}, row Qwen2-VL-7B: printed module tree (zhenhua32/Qwen2-VL READ.md): "
              "Embedding(152064,3584), k_proj 3584->512, MLP 18944; 28 layers",
-             f"{_FACTS} extra details: q/k/v bias, head dim 128 (heads = 3584/128, kv = 512/128)"],
-    unverified=["tied_embeddings (false, from memory; the module tree lists a separate lm_head)"],
+             f"{_FACTS} extra details: q/k/v bias, head dim 128 (heads = 3584/128, kv = 512/128)",
+             "huggingface.co/Qwen/Qwen2-VL-7B-Instruct-GPTQ-Int8 config.json (official Qwen repo): hidden 3584, "
+             "intermediate 18944, 28 layers, 28 heads, 4 kv heads, vocab 152064, tie_word_embeddings false"],
 ))
 _add(ModelSpec(
     name="qwen2vl-72b", arch="qwen2", hidden=8192, intermediate=29568, layers=80, heads=64, kv_heads=8,
     head_dim=128, vocab=152064, qkv_bias=True, tied_embeddings=False,
     sources=[f"{_FACTS}, row Qwen2-VL-72B (Qwen2-72B LM): Qwen2 72B config + module dump (code id 62544871882)",
-             f"{_FACTS} extra details: q/k/v bias, head dim 128"],
-    unverified=["tied_embeddings (false, from memory)"],
+             f"{_FACTS} extra details: q/k/v bias, head dim 128",
+             "huggingface.co/Qwen/Qwen2-72B-Instruct config.json: hidden 8192, intermediate 29568, 80 layers, "
+             "64 heads, 8 kv heads, vocab 152064, tie_word_embeddings false (the LM of Qwen2-VL-72B per the facts file)"],
 ))
 _add(ModelSpec(
     name="internvl2-2b", arch="internlm2", hidden=2048, intermediate=8192, layers=24, heads=16, kv_heads=8,
     head_dim=128, vocab=92553, tied_embeddings=False,
     sources=[f"{_FACTS}, row InternVL2-2B (internlm2-chat-1_8b): hidden and vocab from the InternVL "
-             "paddle code comment 'nn.Embedding(92553, 2048)' (code id 1906391961)"],
-    unverified=["layers", "heads", "kv_heads", "intermediate", "tied_embeddings"],
+             "paddle code comment 'nn.Embedding(92553, 2048)' (code id 1906391961)",
+             "layers 24, heads 16, kv_heads 8, intermediate 8192, tie_word_embeddings false: config.json of "
+             "internlm2-chat-1_8b derivatives on the HF hub whose _name_or_path is internlm2-chat-1_8b "
+             "(huggingface.co/Henrychur/MMedLM2-1_8B, huggingface.co/JimmyMa99/Juliet-Chat-mini), the same values in "
+             "huggingface.co/Tongjilibo/bert4torch_config internlm/internlm2-1_8b, and a printed InternLM2ForCausalLM "
+             "(github ZZfive/LinguaWave tts/llm/llm.py: 24 layers, wqkv 2048->4096 = 16x128 + 2x8x128, w1 8192, "
+             "separate output layer). Not checked against OpenGVLab/InternVL2-2B's own llm_config; its vocab "
+             "92553 differs from the base 92544 (tokens added by InternVL)."],
 ))
 _add(ModelSpec(
     name="internvl2-8b", arch="internlm2", hidden=4096, intermediate=14336, layers=32, heads=32, kv_heads=8,
     head_dim=128, vocab=92553, tied_embeddings=False,
     sources=[f"{_FACTS}, row InternVL2-8B (internlm2_5-7b-chat): printed InternVLChatModel: "
              "tok_embeddings(92553,4096), 32 layers, wqkv 4096->6144 (=> 8 kv heads at d=128), w1 14336 "
-             "(code id 47771165735)"],
-    unverified=["heads (32 = 4096/128 assumes head_dim 128)", "tied_embeddings (false, separate output layer)"],
+             "(code id 47771165735)",
+             "full InternVL2-8B llm_config transcribed in two code files (PaddleMIX InternVL2 test config, "
+             "code id 23305223473; a serving repo's get_config_json, code id 11130836921): internlm2_5-7b-chat, "
+             "32 heads, 8 kv heads, intermediate 14336, tie_word_embeddings false, bias false"],
 ))
 _add(ModelSpec(
     name="smollm2-135m", arch="llama", hidden=576, intermediate=1536, layers=30, heads=9, kv_heads=3,
