@@ -226,3 +226,20 @@ def test_cli_graph(tmp_path, capsys):
     assert main(["graph", "build", "--model", "nope", "--stage", "prefill"]) == 2
     err = capsys.readouterr().err
     assert "unknown model" in err and "llama2-7b" in err
+
+
+@pytest.mark.parametrize("name", ["llama2-7b", "opt-6.7b", "qwen2vl-2b", "qwen2vl-7b", "qwen2vl-72b",
+                                  "internvl2-2b", "internvl2-8b", "smollm2-135m", "minilm-l6"])
+def test_graph_weights_match_spec(name):
+    from qesim.graph.presets import get_spec
+
+    spec = get_spec(name)
+    g = build_graph(name, stage="prefill", seq_len=4)
+    lin = sum(o.in_features * o.out_features * o.repeat for o in g.ops
+              if o.kind == "linear" and o.weight_shared_with is None)
+    expect = spec.layers * spec.layer_linear_weights()
+    if spec.lm_head and not spec.tied_embeddings:
+        expect += spec.vocab * spec.hidden
+    assert lin == expect
+    emb = next(o for o in g.ops if o.name == "embedding")
+    assert (emb.vocab, emb.hidden, emb.bits) == (spec.vocab, spec.hidden, 16)

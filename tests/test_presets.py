@@ -114,3 +114,17 @@ def test_spec_from_hf_config_objects():
     b = spec_from_hf_config(tr.BertConfig(hidden_size=384, intermediate_size=1536, num_hidden_layers=6,
                                           num_attention_heads=12))
     assert b.param_count() == get_spec("minilm-l6").param_count()
+
+
+def test_spec_from_vlm_configs():
+    tr = pytest.importorskip("transformers")
+    c = tr.Qwen2VLConfig(text_config=dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                                          num_attention_heads=12, num_key_value_heads=2, vocab_size=151936,
+                                          tie_word_embeddings=True))
+    s = spec_from_hf_config(c)
+    assert s.param_count() == get_spec("qwen2vl-2b").param_count() and s.qkv_bias
+    iv = {"model_type": "internvl_chat", "vision_config": {"hidden_size": 1024, "num_hidden_layers": 24},
+          "llm_config": {"model_type": "internlm2", "hidden_size": 2048, "intermediate_size": 8192,
+                         "num_hidden_layers": 24, "num_attention_heads": 16, "num_key_value_heads": 8,
+                         "vocab_size": 92553, "tie_word_embeddings": False, "bias": False}}
+    assert spec_from_hf_config(iv).param_count() == get_spec("internvl2-2b").param_count()
