@@ -243,3 +243,25 @@ def test_graph_weights_match_spec(name):
     assert lin == expect
     emb = next(o for o in g.ops if o.name == "embedding")
     assert (emb.vocab, emb.hidden, emb.bits) == (spec.vocab, spec.hidden, 16)
+
+
+def test_graph_op_name():
+    from qesim.graph.builders import graph_op_name
+
+    assert graph_op_name("model.layers.11.mlp.down_proj") == "layer.down_proj"
+    assert graph_op_name("model.layers.0.self_attn.k_proj") == "layer.k_proj"
+    assert graph_op_name("lm_head") == "lm_head"
+    assert graph_op_name("model.decoder.layers.2.self_attn.out_proj") == "layer.o_proj"
+    assert graph_op_name("model.decoder.layers.2.fc1") == "layer.fc1"
+    assert graph_op_name("encoder.layer.5.attention.self.query") == "layer.q_proj"
+    assert graph_op_name("encoder.layer.5.attention.output.dense") == "layer.o_proj"
+    assert graph_op_name("encoder.layer.5.intermediate.dense") == "layer.fc1"
+    assert graph_op_name("encoder.layer.5.output.dense") == "layer.fc2"
+    assert graph_op_name("pooler.dense") is None
+    assert graph_op_name("model.layers.0.attention.wqkv") is None
+    # every mapped name of a preset is an op of its graph
+    g = build_graph("minilm-l6", stage="prefill", seq_len=4)
+    names = {o.name for o in g.ops}
+    for m in ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+              "intermediate.dense", "output.dense"):
+        assert graph_op_name("encoder.layer.0." + m) in names

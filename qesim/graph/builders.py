@@ -30,7 +30,40 @@ from qesim.graph.ir import AttentionOp, EmbeddingOp, LayerGraph, LinearOp, SfuOp
 from qesim.graph.presets import ModelSpec, get_spec
 from qesim.graph.settings import AdapterDefaults, linear_fields, method_adapters, parse_setting
 
-__all__ = ["build_graph", "single_linear_graph", "AdapterDefaults"]
+__all__ = ["build_graph", "single_linear_graph", "graph_op_name", "AdapterDefaults"]
+
+#: last components of HF module names (Llama/Qwen2/Mistral, OPT, BERT, InternLM2) -> graph op names
+_HF_SUFFIX_TO_OP = (
+    ("self_attn.q_proj", "layer.q_proj"), ("self_attn.k_proj", "layer.k_proj"),
+    ("self_attn.v_proj", "layer.v_proj"), ("self_attn.o_proj", "layer.o_proj"),
+    ("self_attn.out_proj", "layer.o_proj"),
+    ("mlp.gate_proj", "layer.gate_proj"), ("mlp.up_proj", "layer.up_proj"), ("mlp.down_proj", "layer.down_proj"),
+    ("feed_forward.w1", "layer.gate_proj"), ("feed_forward.w3", "layer.up_proj"), ("feed_forward.w2", "layer.down_proj"),
+    ("attention.wo", "layer.o_proj"),
+    ("attention.self.query", "layer.q_proj"), ("attention.self.key", "layer.k_proj"),
+    ("attention.self.value", "layer.v_proj"), ("attention.output.dense", "layer.o_proj"),
+    ("intermediate.dense", "layer.fc1"), ("output.dense", "layer.fc2"),
+    ("fc1", "layer.fc1"), ("fc2", "layer.fc2"),
+    ("lm_head", "lm_head"), ("output", "lm_head"),
+)
+
+
+def graph_op_name(hf_module_name: str) -> Optional[str]:
+    """Graph op name (``layer.q_proj``, ..., ``lm_head``) of a HF ``nn.Linear`` module name, e.g.
+    ``model.layers.3.self_attn.q_proj`` -> ``layer.q_proj``; ``None`` if it is not a graph linear.
+
+    Covers Llama/Qwen2/Mistral, OPT (``out_proj``, ``fc1``/``fc2``), BERT (``attention.self.query``,
+    ``intermediate.dense``, ``output.dense``) and InternLM2 (``w1``/``w3``/``w2``, ``wo``; its fused
+    ``wqkv`` has no single graph op and returns ``None``). All layers map to the same ``layer.*`` op
+    because the graph stores one layer with ``repeat = layers``.
+    """
+    n = hf_module_name.strip(".")
+    if n.endswith("pooler.dense"):
+        return None
+    for suffix, op in _HF_SUFFIX_TO_OP:
+        if n == suffix or n.endswith("." + suffix):
+            return op
+    return None
 
 
 def _check_common(stage: str, seq_len: int, context_len: int, batch: int, density: float,
