@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"qesim: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `qesim estimate ... | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("qesim: interrupted", file=sys.stderr)
         return 130

@@ -10,7 +10,7 @@ the idealised NPU that the QE paper's Table 8 implies, and a GPU roofline refere
 
 from __future__ import annotations
 
-from functools import cached_property
+import math
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -47,10 +47,19 @@ class Sparsity(_Strict):
     index_bits_per_kept_weight: float = Field(
         0.0, ge=0, description="sparse-index metadata stored per kept weight (bits)")
 
+    per_block_n: bool = Field(
+        False, description="each block picks its own N (block-wise + N:M, FlightLLM): any average "
+        "density is reachable; False: one N:M pattern for the whole matrix")
+
     def kept_fraction(self, density: float) -> float:
-        """Smallest supported N/M >= density (compute and weight bytes scale by this)."""
+        """Fraction of weights stored and multiplied for a requested density (0 < density <= 1).
+
+        With ``per_block_n`` the blocks mix N values so the average equals the density (rounded
+        up to 1/m); otherwise the smallest supported N/M >= density."""
         if density >= 1.0:
             return 1.0
+        if self.per_block_n:
+            return min(1.0, math.ceil(density * self.m - 1e-9) / self.m)
         fr = sorted(n / self.m for n in self.supported_n if n / self.m >= density - 1e-9)
         return fr[0] if fr else 1.0
 

@@ -1,0 +1,106 @@
+"""``qesim estimate``: latency, cycles, bytes and bound of one model pass on one hardware config.
+
+    qesim estimate --model qwen2vl-7b --hw flightllm-u280 --setting W4A8 --method qe \\
+                   --stage prefill --seq-len 128 [--context 0] [--batch 1] [--density 1.0] \\
+                   [--engine analytical|cycle] [--json]
+    qesim estimate --model G.json --hw qe-paper-npu          # an exported / hand-written graph
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from qesim.errors import InputError
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model preset name or a layer-graph JSON file")
+    p.add_argument("--hw", default="qe-paper-npu", help="hardware preset name or YAML path (default qe-paper-npu)")
+    p.add_argument("--setting", default=None, help="W{w}A{a}, e.g. W4A8, W3A16; W16A16 = fp16 (default)")
+    p.add_argument("--method", default=None, help="adapter structure: none, rtn, smoothquant, awq, gptq, lqer, aser, qe")
+    p.add_argument("--stage", choices=["prefill", "decode"], default="prefill")
+    p.add_argument("--seq-len", type=int, default=128, help="prefill tokens per sequence (default 128)")
+    p.add_argument("--context", type=int, default=None,
+                   help="tokens already in the KV cache (default: 0 for prefill, 512 for decode)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--density", type=float, default=1.0, help="kept weight fraction (N:M sparsity), 0 < D <= 1")
+    p.add_argument("--kv-bits", type=int, default=None, help="KV-cache bits (default 16)")
+
+
+def graph_from_args(args: argparse.Namespace):
+    """The LayerGraph the arguments describe (a preset built on the fly, or a JSON file)."""
+    from qesim.graph.ir import LayerGraph
+
+    if args.model.endswith(".json") or Path(args.model).is_file():
+        if not Path(args.model).exists():
+            raise InputError(f"{args.model}: graph file not found")
+        if args.setting or args.method:
+            raise InputError(f"--setting/--method cannot be combined with a graph file ({args.model}): "
+                             "its bits and adapters come from the file")
+        return LayerGraph.from_json(args.model)
+    from qesim.graph.builders import build_graph
+
+    context = args.context if args.context is not None else (512 if args.stage == "decode" else 0)
+    return build_graph(args.model, stage=args.stage, seq_len=args.seq_len, context_len=context, batch=args.batch,
+                       setting=args.setting or "W16A16", method=args.method or "none", density=args.density,
+                       kv_bits=args.kv_bits)
+
+
+def run_engine(graph, hw, engine: str):
+    if engine == "cycle":
+        from qesim.sim.engine import simulate_graph
+
+        return simulate_graph(graph, hw)
+    from qesim.perf.model import estimate_graph
+
+    return estimate_graph(graph, hw)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("estimate", help="latency / cycles / bytes / bound of one pass",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(p)
+    p.add_argument("--engine", choices=["analytical", "cycle"], default="analytical")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def _fmt_bytes(b: float) -> str:
+    for unit, div in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if b >= div:
+            return f"{b / div:.2f} {unit}"
+    return f"{b:.0f} B"
+
+
+def run(args: argparse.Namespace) -> int:
+    from qesim.hw.loader import load_hw
+
+    if not 0 < args.density <= 1:
+        raise InputError(f"--density must be in (0, 1] (got {args.density})")
+    hw = load_hw(args.hw)
+    graph = graph_from_args(args)
+    est = run_engine(graph, hw, args.engine)
+    d = est.to_dict()
+    d.update(model=graph.model, setting=graph.setting, method=graph.method, engine=args.engine,
+             batch=graph.batch, seq_len=graph.seq_len, context_len=graph.context_len)
+    if args.json:
+        print(json.dumps(d))
+        return 0
+    print(f"{graph.model} {graph.stage} (batch {graph.batch}, seq {graph.seq_len}, context {graph.context_len}) "
+          f"{graph.setting} method={graph.method} on {hw.name} [{args.engine}]")
+    print(f"latency {d['latency_s'] * 1e3:.3f} ms  ({d['cycles']:.4g} cycles @ {hw.frequency_mhz:g} MHz)  "
+          f"{d['tokens_per_s']:.1f} tokens/s  bound: {d['bound']}")
+    print("off-chip bytes: " + ", ".join(f"{m} {_fmt_bytes(v)}" for m, v in d["bytes"].items() if v))
+    print("utilisation: " + ", ".join(f"{k} {v * 100:.1f}%" for k, v in d["utilization"].items() if v))
+    for w in d["warnings"]:
+        print(f"warning: {w}")
+    total = d["cycles"] or 1.0
+    hdr = f"{'op':<22} {'kind':<9} {'x':>3} {'cycles/call':>12} {'share':>6} {'bytes/call':>11} {'bound':<8} tile"
+    print(hdr)
+    print("-" * len(hdr))
+    for o in d["ops"]:
+        print(f"{o['name']:<22} {o['kind']:<9} {o['repeat']:>3} {o['cycles']:>12.4g} "
+              f"{o['total_cycles'] / total * 100:>5.1f}% {_fmt_bytes(o['bytes']):>11} {o['bound']:<8} {o['tile']}")
+    return 0

@@ -1,0 +1,84 @@
+"""The schedule: what both engines (analytical and cycle model) execute.
+
+An op runs as ``steps`` tile steps. Each step loads its operands from off-chip memory, computes
+on the MPE (and/or SFU), and stores its results. With double buffering the load of step i+1
+overlaps the compute of step i, and stores go out behind compute; without it, a step's load,
+compute and store run back to back.
+
+Units: bytes, cycles (clock of ``HardwareConfig.frequency_mhz``).
+
+Per-step quantities are averages over the op's steps (the planner distributes the op's total
+bytes and cycles over its steps); ``total_*`` are exact op totals. The cycle model replays
+``steps`` identical steps with these per-step amounts, under real resource contention (loads and
+stores of one memory share its channel; a load waits while its buffer is full).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+MEMORIES = ("hbm", "ddr")
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """GEMM tiling: tile sizes in elements, loop order and tile counts."""
+
+    mode: str  # "mm" | "mv"
+    tm: int
+    tk: int
+    tn: int
+    order: str  # "m_outer" | "n_outer"
+    nm: int
+    nk: int
+    nn: int
+
+    @property
+    def steps(self) -> int:
+        return self.nm * self.nk * self.nn
+
+    def describe(self) -> str:
+        return f"{self.mode}:{self.tm}x{self.tk}x{self.tn}/{self.order}"
+
+
+@dataclass(frozen=True)
+class OpSchedule:
+    """One op's schedule. ``load_bytes``/``store_bytes`` map memory name -> bytes per op call."""
+
+    name: str
+    kind: str
+    repeat: int
+    steps: int
+    load_bytes: dict  # memory -> total bytes loaded per op call
+    store_bytes: dict  # memory -> total bytes stored per op call
+    mpe_cycles: float  # total MPE cycles per op call (after padding, at the precision's rate)
+    sfu_cycles: float  # total SFU cycles per op call
+    compute_hidden: bool  # config assumes MPE compute fully hidden behind memory
+    double_buffered: bool
+    sfu_overlaps: bool
+    macs: int = 0  # useful MACs per call (unpadded, incl. adapters)
+    tile: Optional[TilePlan] = None
+    notes: tuple = ()
+
+    @property
+    def total_bytes(self) -> float:
+        return sum(self.load_bytes.values()) + sum(self.store_bytes.values())
+
+    def mem_bytes(self, mem: str) -> float:
+        return self.load_bytes.get(mem, 0.0) + self.store_bytes.get(mem, 0.0)
+
+    def step_compute_cycles(self) -> float:
+        """Per-step compute time: MPE (unless hidden) and SFU, overlapped or serial."""
+        mpe = 0.0 if self.compute_hidden else self.mpe_cycles
+        c = max(mpe, self.sfu_cycles) if self.sfu_overlaps else mpe + self.sfu_cycles
+        return c / self.steps
+
+
+@dataclass
+class GraphSchedule:
+    graph_name: str
+    stage: str
+    tokens: int  # tokens produced/processed by one pass (prefill: batch*seq_len; decode: batch)
+    ops: list = field(default_factory=list)  # list[OpSchedule]
+    warnings: list = field(default_factory=list)
