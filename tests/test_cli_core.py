@@ -27,6 +27,8 @@ def test_estimate_json_contract(hw, capsys):
     assert d["latency_s"] > 0 and d["cycles"] > 0
     assert all({"name", "kind", "cycles", "bytes", "bound"} <= set(o) for o in d["ops"])
     assert d["tokens_per_s"] == pytest.approx(128 / d["latency_s"])
+    assert d["speedup_vs_fp16"] == pytest.approx(d["fp16_latency_s"] / d["latency_s"])
+    assert d["speedup_vs_fp16"] > 1.0
 
 
 def test_estimate_table_and_decode(capsys):

@@ -85,6 +85,12 @@ def run(args: argparse.Namespace) -> int:
     d = est.to_dict()
     d.update(model=graph.model, setting=graph.setting, method=graph.method, engine=args.engine,
              batch=graph.batch, seq_len=graph.seq_len, context_len=graph.context_len)
+    if graph.setting != "W16A16" and not Path(args.model).is_file():
+        # the same pass at fp16 on the same hardware and engine
+        base = graph_from_args(argparse.Namespace(**{**vars(args), "setting": "W16A16", "method": "none",
+                                                     "density": 1.0}))
+        d["fp16_latency_s"] = run_engine(base, hw, args.engine).latency_s
+        d["speedup_vs_fp16"] = d["fp16_latency_s"] / d["latency_s"]
     if args.json:
         print(json.dumps(d))
         return 0
@@ -92,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
           f"{graph.setting} method={graph.method} on {hw.name} [{args.engine}]")
     print(f"latency {d['latency_s'] * 1e3:.3f} ms  ({d['cycles']:.4g} cycles @ {hw.frequency_mhz:g} MHz)  "
           f"{d['tokens_per_s']:.1f} tokens/s  bound: {d['bound']}")
+    if "speedup_vs_fp16" in d:
+        print(f"speedup vs W16A16 on the same hardware: {d['speedup_vs_fp16']:.3f}x")
     print("off-chip bytes: " + ", ".join(f"{m} {_fmt_bytes(v)}" for m, v in d["bytes"].items() if v))
     print("utilisation: " + ", ".join(f"{k} {v * 100:.1f}%" for k, v in d["utilization"].items() if v))
     for w in d["warnings"]:
