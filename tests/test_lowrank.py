@@ -118,3 +118,20 @@ def test_whitening_properties_and_fallback():
     # all-zero input -> identity whitening
     L, _ = whitening(torch.zeros(5, 4))
     assert torch.equal(L, torch.eye(4, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("shape", [(300, 200), (200, 300)])
+def test_top_svd_gram_path_matches_full_svd(shape):
+    from qesim.quant.lowrank import _top_svd
+
+    g = torch.Generator().manual_seed(3)
+    M = torch.randn(*shape, generator=g, dtype=torch.float64)
+    U, S, Vh = _top_svd(M, 16)
+    U0, S0, Vh0 = torch.linalg.svd(M, full_matrices=False)
+    assert torch.allclose(S, S0[:16], rtol=1e-10)
+    assert torch.allclose((U * S) @ Vh, (U0[:, :16] * S0[:16]) @ Vh0[:16], atol=1e-9)
+    assert torch.allclose(U.t() @ U, torch.eye(16, dtype=torch.float64), atol=1e-9)
+    # exactly rank-3 matrix asked for rank 10: S_10 ~ 0 -> falls back to the full SVD, still exact
+    L = torch.randn(shape[0], 3, generator=g, dtype=torch.float64) @ torch.randn(3, shape[1], generator=g, dtype=torch.float64)
+    U, S, Vh = _top_svd(L, 10)
+    assert torch.allclose((U * S) @ Vh, L, atol=1e-9)

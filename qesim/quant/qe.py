@@ -203,13 +203,12 @@ def spectral_clusters(S: np.ndarray, n_clusters: int, seed: int = 0, floor: floa
 
     Affinity ``max(S, 0)`` (zero diagonal, ``floor`` added off-diagonal); normalized Laplacian
     ``I - D^-1/2 S D^-1/2`` (``scipy.sparse.csgraph.laplacian(normed=True)``); eigenvectors
-    ``u_2..u_{n+1}`` of the smallest eigenvalues (``scipy.linalg.eigh``), as the paper says;
+    ``u_2..u_{n+1}`` of the smallest eigenvalues (``numpy.linalg.eigh``), as the paper says;
     each row scaled to unit length (Ng-Jordan-Weiss; without it low-degree channels collapse
     towards the origin and k-means mis-assigns them — measured ARI 0.69 vs 1.0 on planted data);
     ``sklearn.cluster.KMeans(n_clusters, n_init=10, random_state=seed)``.
     Returns int labels ``[m]`` in ``0..n'-1`` with no empty label (``n' <= n_clusters``).
     """
-    from scipy.linalg import eigh
     from scipy.sparse.csgraph import laplacian
     from sklearn.cluster import KMeans
 
@@ -224,7 +223,7 @@ def spectral_clusters(S: np.ndarray, n_clusters: int, seed: int = 0, floor: floa
     Aff = np.clip(S, 0.0, None) + floor
     np.fill_diagonal(Aff, 0.0)
     Lap = laplacian(Aff, normed=True)
-    _, vecs = eigh(Lap)
+    _, vecs = np.linalg.eigh(Lap)
     emb = vecs[:, 1 : n_clusters + 1]
     emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
     with warnings.catch_warnings():
@@ -247,12 +246,18 @@ def build_shared_expert(
     damp: float = 0.01,
     exempt: bool = True,
     scale: bool = True,
+    factors=None,
 ):
     """Alg. 3.  Returns ``(omega [in], Wq [out, in], A_s [in, r], B_s [r, out], E_S [out, in])``.
 
     ``omega`` is the input divisor (``x' = x / omega``), ``Wq`` the quantized *scaled* weight
     (columns ``C_s`` zero when ``exempt``), ``E_S = W diag(omega) - Wq - (A_s B_s)^T`` the residual
     error handed to the routed experts.  ``rank = 0`` gives empty factors and ``E_S = E_q``.
+
+    The whitening SVD is computed in the unscaled domain (``E_q diag(1/omega)`` against ``X``,
+    then ``A_s = diag(omega) A``), which is the same problem as whitening ``X / omega`` up to the
+    damping term, and lets linears that share an input (q/k/v, gate/up) share one Cholesky factor
+    (``factors = whitening(X, damp)``; :func:`fit_qe` caches it).
     """
     out_f, in_f = W.shape
     W = W.detach().float()
@@ -267,8 +272,8 @@ def build_shared_expert(
         mask[C_s] = 0.0
     Wq = w_quant(Ws * mask[None, :]).float()
     E_q = Ws - Wq
-    Xs = X / omega[None, :]
-    A, B = whitened_svd(E_q, Xs, rank, damp=damp)
+    A, B = whitened_svd(E_q / omega[None, :], X, rank, damp=damp, factors=factors)
+    A = omega[:, None] * A
     E_S = E_q - (A @ B).t()
     return omega, Wq, A, B, E_S
 
@@ -563,7 +568,7 @@ def refine_qe(qel: QELinear, X: torch.Tensor, W: torch.Tensor, bias: Optional[to
         L.backward()
         opt.step()
         sched.step()
-        hist.append(float(L))
+        hist.append(float(L.detach()))
     for p in params:
         p.requires_grad_(False)
     obj_after = full_obj()
@@ -592,6 +597,30 @@ def refine_qe(qel: QELinear, X: torch.Tensor, W: torch.Tensor, bias: Optional[to
 
 # ---------------------------------------------------------------------------------------------
 # Entry point
+
+_WHITEN_CACHE: dict = {}
+
+
+def _cached_whitening(X: torch.Tensor, damp: float):
+    """``whitening(X, damp)`` memoised for the most recent input (q/k/v and gate/up share one).
+    Keyed by storage pointer, shape and two float64 checksums of the values (so a new tensor
+    reusing freed memory does not hit a stale entry)."""
+    from qesim.quant.lowrank import whitening
+
+    key = (
+        X.data_ptr(),
+        tuple(X.shape),
+        float(damp),
+        float(X.sum(dtype=torch.float64)),
+        float((X.double() ** 2).sum()) if X.numel() < 50_000_000 else None,
+    )
+    hit = _WHITEN_CACHE.get(key)
+    if hit is None:
+        _WHITEN_CACHE.clear()
+        hit = whitening(X, damp=damp)
+        _WHITEN_CACHE[key] = hit
+    return hit
+
 
 
 def fit_qe(
@@ -625,7 +654,15 @@ def fit_qe(
     # Alg. 3 (shared expert) or the plain quantized weight (re_only)
     if cfg.use_shared:
         omega, Wq, A_s, B_s, E_S = build_shared_expert(
-            W, X, C_s, w_quant, cfg.shared_rank, cfg.damp, exempt=cfg.se_exempt, scale=cfg.se_scale
+            W,
+            X,
+            C_s,
+            w_quant,
+            cfg.shared_rank,
+            cfg.damp,
+            exempt=cfg.se_exempt,
+            scale=cfg.se_scale,
+            factors=_cached_whitening(X, cfg.damp),
         )
     else:
         omega = torch.ones(in_f)
