@@ -26,9 +26,11 @@ COMMANDS: dict[str, str] = {
     "accuracy": "qesim.commands.accuracy",
     "quantize": "qesim.commands.quantize",
     "compare-engines": "qesim.commands.compare_engines",
+    "inference": "qesim.commands.inference",
     "sweep": "qesim.commands.sweep",
     "report": "qesim.commands.report",
     "moqe": "qesim.commands.moqe",
+    "moe": "qesim.commands.moe",
 }
 
 

@@ -26,7 +26,7 @@ from typing import Any, Optional
 from pydantic import ValidationError
 
 from qesim.errors import InputError
-from qesim.graph.ir import AttentionOp, EmbeddingOp, LayerGraph, LinearOp, SfuOp
+from qesim.graph.ir import AttentionOp, EmbeddingOp, LayerGraph, LinearOp, MoEOp, SfuOp
 from qesim.graph.presets import ModelSpec, get_spec
 from qesim.graph.settings import AdapterDefaults, linear_fields, method_adapters, parse_setting
 
@@ -136,8 +136,9 @@ def build_graph(
     """
     spec = get_spec(model)
     _check_common(stage, seq_len, context_len, batch, density, kv_bits)
-    if spec.moe is not None:
-        raise InputError(f"model {spec.name!r} is a mixture-of-experts spec; MoE graphs are not built yet")
+    if spec.moe is not None and method_adapters(method, adapter_defaults) is not None and not parse_setting(setting).is_fp16:
+        raise InputError(f"model {spec.name!r} is a mixture-of-experts model: low-rank adapter methods "
+                         f"({method!r}) are not modelled on MoE experts; use a plain method (none, rtn, awq, gptq, ...)")
     if not spec.causal and (stage == "decode" or context_len):
         raise InputError(f"model {spec.name!r} is an encoder (bidirectional, no KV cache): only "
                          "stage 'prefill' with context 0 is valid")
@@ -171,16 +172,21 @@ def build_graph(
     if spec.layout == "post_norm":
         ops.append(SfuOp(name="embed_norm", func=spec.norm, rows=M, width=h))
 
-    def sfu(name: str, func: str, width: int, *, inputs: int = 1, in_bits: int = 16, out_bits: int = 16) -> SfuOp:
+    # MoE specs: the dense MLP runs in n_dense layers, the MoE op in n_moe layers
+    n_moe = spec.moe.moe_layers(L) if spec.moe is not None else 0
+    n_dense = L - n_moe
+
+    def sfu(name: str, func: str, width: int, *, inputs: int = 1, in_bits: int = 16, out_bits: int = 16,
+            repeat: int = L) -> SfuOp:
         return SfuOp(name=f"layer.{name}", func=func, rows=M, width=width, inputs=inputs,
-                     in_bits=in_bits, out_bits=out_bits, repeat=L)
+                     in_bits=in_bits, out_bits=out_bits, repeat=repeat)
 
-    def quant(name: str, width: int) -> None:
+    def quant(name: str, width: int, repeat: int = L) -> None:
         if quant_acts:
-            ops.append(sfu(name, "quantize", width, in_bits=16, out_bits=a_bits))
+            ops.append(sfu(name, "quantize", width, in_bits=16, out_bits=a_bits, repeat=repeat))
 
-    def lin(name: str, k: int, n: int) -> None:
-        ops.append(_linear(f"layer.{name}", dict(qfields, in_features=k, out_features=n), overrides))
+    def lin(name: str, k: int, n: int, repeat: int = L) -> None:
+        ops.append(_linear(f"layer.{name}", dict(qfields, in_features=k, out_features=n, repeat=repeat), overrides))
 
     pre = spec.layout == "pre_norm"
     shapes = spec.linear_shapes()
@@ -189,36 +195,49 @@ def build_graph(
     if pre:
         ops.append(sfu("input_norm", spec.norm, h))
     quant("attn_in_quant", h)
-    for nm in ("q_proj", "k_proj", "v_proj"):
-        lin(nm, *shapes[nm])
-    if spec.position == "rope":
-        ops.append(sfu("rope", "rope", (spec.heads + spec.kv_heads) * spec.head_dim))
-    ops.append(AttentionOp(name="layer.attention", batch=batch, heads=spec.heads, kv_heads=spec.kv_heads,
-                           head_dim=spec.head_dim, q_len=q_len, kv_len=kv_len,
-                           kv_bits=16 if kv_bits is None else kv_bits, act_bits=16,
-                           causal=spec.causal, repeat=L))
-    quant("o_quant", spec.q_out)
+    kvb = 16 if kv_bits is None else kv_bits
+    if spec.mla is None:
+        for nm in ("q_proj", "k_proj", "v_proj"):
+            lin(nm, *shapes[nm])
+        if spec.position == "rope":
+            ops.append(sfu("rope", "rope", (spec.heads + spec.kv_heads) * spec.head_dim))
+        ops.append(AttentionOp(name="layer.attention", batch=batch, heads=spec.heads, kv_heads=spec.kv_heads,
+                               head_dim=spec.head_dim, q_len=q_len, kv_len=kv_len,
+                               kv_bits=kvb, act_bits=16, causal=spec.causal, repeat=L))
+        quant("o_quant", spec.q_out)
+    else:
+        _mla_attention(spec, ops, lin, sfu, quant, shapes, batch, q_len, kv_len, kvb, L)
     lin("o_proj", *shapes["o_proj"])
     ops.append(sfu("attn_residual", "eltwise_add", h, inputs=2))
     ops.append(sfu("post_attn_norm", spec.norm, h))
 
     # --- MLP ----------------------------------------------------------------------------
     quant("mlp_in_quant", h)
-    if spec.mlp == "gated":
-        lin("gate_proj", *shapes["gate_proj"])
-        lin("up_proj", *shapes["up_proj"])
+    D = n_dense
+    if D and spec.mlp == "gated":
+        lin("gate_proj", *shapes["gate_proj"], repeat=D)
+        lin("up_proj", *shapes["up_proj"], repeat=D)
         if spec.act == "silu":
-            ops.append(sfu("act", "silu_mul", inter, inputs=2))
+            ops.append(sfu("act", "silu_mul", inter, inputs=2, repeat=D))
         else:  # gated GELU/ReLU: activation then elementwise product
-            ops.append(sfu("act", spec.act, inter))
-            ops.append(sfu("gate_mul", "eltwise_mul", inter, inputs=2))
-        quant("down_quant", inter)
-        lin("down_proj", *shapes["down_proj"])
-    else:
-        lin("fc1", *shapes["fc1"])
-        ops.append(sfu("act", spec.act, inter))
-        quant("fc2_quant", inter)
-        lin("fc2", *shapes["fc2"])
+            ops.append(sfu("act", spec.act, inter, repeat=D))
+            ops.append(sfu("gate_mul", "eltwise_mul", inter, inputs=2, repeat=D))
+        quant("down_quant", inter, repeat=D)
+        lin("down_proj", *shapes["down_proj"], repeat=D)
+    elif D:
+        lin("fc1", *shapes["fc1"], repeat=D)
+        ops.append(sfu("act", spec.act, inter, repeat=D))
+        quant("fc2_quant", inter, repeat=D)
+        lin("fc2", *shapes["fc2"], repeat=D)
+    if n_moe:
+        m = spec.moe
+        ops.append(MoEOp(
+            name="layer.moe", tokens=M, hidden=h, expert_intermediate=m.moe_intermediate, experts=m.experts,
+            top_k=m.top_k, shared_experts=m.shared_experts, gated=spec.mlp == "gated",
+            weight_bits=qfields["weight_bits"], group_size=qfields["group_size"],
+            weight_symmetric=qfields["weight_symmetric"], act_bits=qfields["act_bits"],
+            act_granularity=qfields["act_granularity"], out_bits=qfields["out_bits"], gate_bits=m.gate_bits,
+            repeat=n_moe))
     ops.append(sfu("mlp_residual", "eltwise_add", h, inputs=2))
     if not pre:
         ops.append(sfu("out_norm", spec.norm, h))
@@ -252,10 +271,51 @@ def build_graph(
         params=spec.param_count(),
         unverified=",".join(spec.unverified) or None,
     )
+    if spec.moe is not None:
+        meta.update(moe_layers=n_moe, dense_layers=n_dense, experts=spec.moe.experts, top_k=spec.moe.top_k,
+                    shared_experts=spec.moe.shared_experts, moe_intermediate=spec.moe.moe_intermediate,
+                    active_params=spec.active_param_count())
+    if spec.mla is not None:
+        meta.update(mla_kv_lora_rank=spec.mla.kv_lora_rank, mla_cache_elems_per_token=spec.mla.cache_elems)
     return LayerGraph(
         name=f"{spec.name}-{stage}-{qs.name}-{method.lower()}", model=spec.name, stage=stage, batch=batch,
         seq_len=q_len, context_len=context_len, setting=qs.name, method=method.lower(), ops=ops, meta=meta,
     )
+
+
+def _mla_attention(spec: ModelSpec, ops: list, lin, sfu, quant, shapes: dict, batch: int, q_len: int,
+                   kv_len: int, kv_bits: int, L: int) -> None:
+    """Multi-head latent attention (DeepSeek-V3 / Moonlight), costed in its weight-absorbed form.
+
+    Linears (quantized like every layer linear): q_proj (or q_a/q_b), kv_a_proj_with_mqa,
+    kv_b_proj, o_proj, each on the M new tokens. In the absorbed form kv_b's weights multiply the
+    new query (W_UK) and the attention output (W_UV) instead of every cached latent, so "kv_b on
+    the new tokens" carries the right weight bytes and MACs.
+
+    Attention approximation (documented, see reports/moe_speedup.md): the cache holds
+    ``kv_lora_rank + qk_rope`` elements per token per layer (576 for Moonlight), shared by all
+    heads. It is represented by an AttentionOp with ``kv_heads = 1`` and ``head_dim =
+    cache_elems / 2``, so the KV-cache bytes read and written are exact (2 x 1 x 288 = 576
+    elements per token); its MAC count, 2 x heads x scores x 288, is 0.53x the absorbed form's
+    heads x scores x (576 + 512) and 1.8x the non-absorbed prefill's heads x scores x (192 + 128).
+    """
+    mla = spec.mla
+    q_names = ["q_proj"] if "q_proj" in shapes else ["q_a_proj", "q_b_proj"]
+    for nm in q_names:
+        lin(nm, *shapes[nm])
+    lin("kv_a_proj", *shapes["kv_a_proj"])
+    ops.append(sfu("kv_a_norm", spec.norm, mla.kv_lora_rank))
+    if mla.q_lora_rank is not None:
+        ops.append(sfu("q_a_norm", spec.norm, mla.q_lora_rank))
+    quant("kv_b_quant", mla.kv_lora_rank)
+    lin("kv_b_proj", *shapes["kv_b_proj"])
+    ops.append(sfu("rope", "rope", (spec.heads + 1) * mla.qk_rope_head_dim))
+    if mla.cache_elems % 2:
+        raise InputError(f"MLA cache width {mla.cache_elems} must be even to be costed as K and V halves")
+    ops.append(AttentionOp(name="layer.attention", batch=batch, heads=spec.heads, kv_heads=1,
+                           head_dim=mla.cache_elems // 2, q_len=q_len, kv_len=kv_len, kv_bits=kv_bits,
+                           act_bits=16, causal=spec.causal, repeat=L))
+    quant("o_quant", shapes["o_proj"][0])
 
 
 def single_linear_graph(

@@ -178,7 +178,81 @@ class EmbeddingOp(_Strict):
     repeat: int = Field(1, ge=1)
 
 
-Op = Annotated[Union[LinearOp, AttentionOp, SfuOp, EmbeddingOp], Field(discriminator="kind")]
+class MoEOp(_Strict):
+    """Mixture-of-experts FFN: router gate, ``shared_experts`` always-on experts, ``experts``
+    routed experts of which each token uses ``top_k``.
+
+    Per token x [hidden]: gate logits = x @ G [hidden x experts] (kept at ``gate_bits``), top-k
+    selection; each chosen expert e computes down_e(act(gate_e(x)) * up_e(x)) (``gated``; plain:
+    down_e(act(up_e(x)))) with intermediate ``expert_intermediate``; the shared experts form one
+    dense MLP of intermediate ``shared_experts * expert_intermediate`` (or ``shared_intermediate``).
+    Expert and shared-expert weights are at ``weight_bits`` (the setting); sizes in elements.
+
+    Only the experts that the ``tokens`` tokens of one call touch are loaded: ``touched_experts``
+    if set, else the expectation under measured ``expert_freqs`` (per-slot routing shares, sum 1),
+    else under uniform top-k routing (see :func:`qesim.perf.model.expected_touched`).
+    """
+
+    kind: Literal["moe"] = "moe"
+    name: str
+    tokens: int = Field(ge=1, description="M: tokens through the layer per call (batch x tokens)")
+    hidden: int = Field(ge=1, description="d_model (elements)")
+    expert_intermediate: int = Field(ge=1, description="intermediate size of one expert (elements)")
+    experts: int = Field(ge=1, description="E: routed experts")
+    top_k: int = Field(ge=1, description="routed experts per token")
+    shared_experts: int = Field(0, ge=0, description="always-on experts")
+    shared_intermediate: Optional[int] = Field(
+        None, ge=1, description="intermediate of the fused shared MLP (default shared_experts x expert_intermediate)")
+    gated: bool = Field(True, description="SwiGLU-style experts (gate, up, down); False: up, down")
+    weight_bits: int = Field(16, ge=1, le=32)
+    group_size: int = Field(-1, description="-1 = per output channel, else group along in_features")
+    weight_symmetric: bool = True
+    act_bits: int = Field(16, ge=1, le=32)
+    act_granularity: ActGranularity = "none"
+    out_bits: int = Field(16, ge=1, le=32)
+    gate_bits: int = Field(16, ge=1, le=32, description="precision of the router gate weights (not quantized)")
+    expert_freqs: Optional[list[float]] = Field(
+        None, description="measured share of token-slots routed to each expert (length experts, sum 1)")
+    touched_experts: Optional[float] = Field(
+        None, ge=0, description="distinct routed experts one call touches; None = modelled")
+    repeat: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "MoEOp":
+        if self.top_k > self.experts:
+            raise ValueError("top_k cannot exceed experts")
+        if self.group_size != -1 and self.group_size < 1:
+            raise ValueError("group_size must be -1 (per channel) or >= 1")
+        if self.expert_freqs is not None:
+            if len(self.expert_freqs) != self.experts:
+                raise ValueError("expert_freqs must have one entry per routed expert")
+            if any(p < 0 for p in self.expert_freqs) or abs(sum(self.expert_freqs) - 1.0) > 1e-3:
+                raise ValueError("expert_freqs must be non-negative and sum to 1")
+        if self.touched_experts is not None and self.touched_experts > self.experts:
+            raise ValueError("touched_experts cannot exceed experts")
+        return self
+
+    @property
+    def shared_width(self) -> int:
+        """Intermediate size of the fused shared-expert MLP (0 = none)."""
+        if not self.shared_experts:
+            return 0
+        return self.shared_intermediate or self.shared_experts * self.expert_intermediate
+
+    @property
+    def mats(self) -> int:
+        """Weight matrices per expert (3 gated, 2 plain)."""
+        return 3 if self.gated else 2
+
+    @property
+    def macs(self) -> int:
+        """Useful MACs per call: gate + shared MLP + top_k routed experts per token."""
+        per_expert = self.mats * self.hidden * self.expert_intermediate
+        return self.tokens * (self.hidden * self.experts + self.top_k * per_expert
+                              + self.mats * self.hidden * self.shared_width)
+
+
+Op = Annotated[Union[LinearOp, AttentionOp, SfuOp, EmbeddingOp, MoEOp], Field(discriminator="kind")]
 
 
 class LayerGraph(_Strict):

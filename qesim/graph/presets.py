@@ -23,10 +23,12 @@ from qesim.errors import InputError
 
 
 class MoESpec(BaseModel):
-    """Mixture-of-experts FFN shape (placeholder for the MoE presets; sizes in elements).
+    """Mixture-of-experts FFN shape (sizes in elements).
 
-    Not consumed by :func:`qesim.graph.builders.build_graph` yet: a spec with ``moe`` set is
-    rejected there with an :class:`InputError` until the MoE builder exists.
+    Layer l is an MoE layer iff ``l >= first_dense_layers`` and
+    ``(l - first_dense_layers) % layer_step == 0``; the other layers keep the dense MLP of
+    ``ModelSpec.intermediate``. :func:`qesim.graph.builders.build_graph` emits one ``MoEOp``
+    (kind ``moe``) for the MoE layers.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -36,6 +38,49 @@ class MoESpec(BaseModel):
     moe_intermediate: int = Field(ge=1, description="intermediate size of one expert")
     first_dense_layers: int = Field(0, ge=0, description="leading layers with a dense FFN")
     layer_step: int = Field(1, ge=1, description="every layer_step-th layer is MoE")
+    gate_bits: int = Field(16, ge=1, le=32, description="router gate precision (never quantized)")
+
+    def moe_layers(self, layers: int) -> int:
+        """How many of ``layers`` layers are MoE layers."""
+        return sum(1 for l in range(layers) if l >= self.first_dense_layers
+                   and (l - self.first_dense_layers) % self.layer_step == 0)
+
+
+class MLASpec(BaseModel):
+    """Multi-head latent attention (DeepSeek-V2/V3, Moonlight) shapes, in elements.
+
+    Linears per layer: q_proj (hidden -> heads*(qk_nope+qk_rope)) when ``q_lora_rank`` is None
+    (else q_a (hidden -> q_lora_rank) and q_b (q_lora_rank -> heads*(qk_nope+qk_rope))),
+    kv_a_proj_with_mqa (hidden -> kv_lora_rank + qk_rope), kv_b_proj
+    (kv_lora_rank -> heads*(qk_nope + v_head)), o_proj (heads*v_head -> hidden).
+    The KV cache holds ``kv_lora_rank + qk_rope`` elements per token per layer (the compressed
+    latent plus the shared RoPE key), not 2*heads*head_dim.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kv_lora_rank: int = Field(ge=1)
+    q_lora_rank: Optional[int] = Field(None, ge=1)
+    qk_nope_head_dim: int = Field(ge=1)
+    qk_rope_head_dim: int = Field(ge=1)
+    v_head_dim: int = Field(ge=1)
+
+    @property
+    def cache_elems(self) -> int:
+        """KV-cache elements per token per layer."""
+        return self.kv_lora_rank + self.qk_rope_head_dim
+
+    def linear_shapes(self, hidden: int, heads: int) -> dict[str, tuple[int, int]]:
+        qk = self.qk_nope_head_dim + self.qk_rope_head_dim
+        d: dict[str, tuple[int, int]] = {}
+        if self.q_lora_rank is None:
+            d["q_proj"] = (hidden, heads * qk)
+        else:
+            d["q_a_proj"] = (hidden, self.q_lora_rank)
+            d["q_b_proj"] = (self.q_lora_rank, heads * qk)
+        d["kv_a_proj"] = (hidden, self.kv_lora_rank + self.qk_rope_head_dim)
+        d["kv_b_proj"] = (self.kv_lora_rank, heads * (self.qk_nope_head_dim + self.v_head_dim))
+        d["o_proj"] = (heads * self.v_head_dim, hidden)
+        return d
 
 
 class ModelSpec(BaseModel):
@@ -70,6 +115,7 @@ class ModelSpec(BaseModel):
     causal: bool = Field(True, description="decoder (causal) vs encoder (bidirectional) attention")
     lm_head: bool = Field(True, description="model ends in a vocab projection (False for encoders)")
     moe: Optional[MoESpec] = None
+    mla: Optional[MLASpec] = Field(None, description="multi-head latent attention (replaces q/k/v/o shapes)")
     sources: list[str] = Field(default_factory=list, description="where each number comes from")
     unverified: list[str] = Field(default_factory=list, description="fields not verified against a primary source")
 
@@ -90,11 +136,19 @@ class ModelSpec(BaseModel):
     def kv_out(self) -> int:
         return self.kv_heads * self.head_dim
 
+    def attention_shapes(self) -> dict[str, tuple[int, int]]:
+        """(in_features, out_features) of the attention linears of one layer, in order."""
+        h = self.hidden
+        if self.mla is not None:
+            return self.mla.linear_shapes(h, self.heads)
+        return {"q_proj": (h, self.q_out), "k_proj": (h, self.kv_out), "v_proj": (h, self.kv_out),
+                "o_proj": (self.q_out, h)}
+
     def linear_shapes(self) -> dict[str, tuple[int, int]]:
-        """(in_features, out_features) of each per-layer linear, in execution order."""
+        """(in_features, out_features) of each per-layer linear, in execution order (the dense
+        MLP for MoE specs: the one of their dense layers)."""
         h, i = self.hidden, self.intermediate
-        d = {"q_proj": (h, self.q_out), "k_proj": (h, self.kv_out), "v_proj": (h, self.kv_out),
-             "o_proj": (self.q_out, h)}
+        d = dict(self.attention_shapes())
         if self.mlp == "gated":
             d.update(gate_proj=(h, i), up_proj=(h, i), down_proj=(i, h))
         else:
@@ -123,14 +177,47 @@ class ModelSpec(BaseModel):
             total += norm_p  # final norm
         if self.lm_head and not self.tied_embeddings:
             total += self.vocab * h
-        if self.moe is not None:
-            raise NotImplementedError("param_count for MoE specs is not implemented yet")
+        if self.moe is not None or self.mla is not None:
+            return self._param_count_moe()
         return total
+
+    def _param_count_moe(self) -> int:
+        """Parameters of an MoE and/or MLA spec (pre-norm, no biases): attention linears (+ the
+        MLA kv_a norm), per layer either the dense MLP or the MoE (router gate E x hidden,
+        E routed + shared experts), two norms per layer, embeddings, final norm, lm_head."""
+        if self.layout != "pre_norm" or self.qkv_bias or self.linear_bias or self.norm != "rmsnorm":
+            raise NotImplementedError("MoE/MLA param_count covers pre-norm RMSNorm models without biases")
+        h, L = self.hidden, self.layers
+        attn = sum(k * n for k, n in self.attention_shapes().values())
+        if self.mla is not None:
+            attn += self.mla.kv_lora_rank + (self.mla.q_lora_rank or 0)  # latent RMSNorms
+        mats = 3 if self.mlp == "gated" else 2
+        dense = mats * h * self.intermediate
+        n_moe = self.moe.moe_layers(L) if self.moe is not None else 0
+        moe = 0
+        if self.moe is not None:
+            m = self.moe
+            moe = h * m.experts + (m.experts + m.shared_experts) * mats * h * m.moe_intermediate
+        total = L * (attn + 2 * h) + (L - n_moe) * dense + n_moe * moe
+        total += self.vocab * h + h
+        if self.lm_head and not self.tied_embeddings:
+            total += self.vocab * h
+        return total
+
+    def active_param_count(self) -> int:
+        """Parameters used per token (MoE: top_k routed + shared experts only), elements."""
+        total = self.param_count()
+        if self.moe is None:
+            return total
+        m = self.moe
+        mats = 3 if self.mlp == "gated" else 2
+        idle = (m.experts - m.top_k) * mats * self.hidden * m.moe_intermediate
+        return total - self.moe.moe_layers(self.layers) * idle
 
     def summary(self) -> dict[str, Any]:
         return dict(name=self.name, arch=self.arch, hidden=self.hidden, intermediate=self.intermediate,
                     layers=self.layers, heads=self.heads, kv_heads=self.kv_heads, head_dim=self.head_dim,
-                    vocab=self.vocab, params=self.param_count() if self.moe is None else None,
+                    vocab=self.vocab, params=self.param_count(),
                     unverified=",".join(self.unverified))
 
 
@@ -228,6 +315,39 @@ _add(ModelSpec(
              "12 heads, vocab 30522, max positions 512; 37 nn.Linear incl. the unused pooler",
              "BERT architecture: post-norm layernorm, GELU, biases everywhere, type_vocab_size 2, "
              "head_dim = 384/12 = 32; used with mean pooling, so no pooler and no lm_head"],
+))
+
+# --- MoE presets (issue 6): the language models of the two VEQ models --------------------------
+_MOONLIGHT = ("Moonlight-16B-A3B-Instruct config.json at HF revision 4e735b07a89f73647dfab71ab91b840f362ede5b, "
+              "transcribed verbatim in a public Rust test (code-search id 70906042521, const MOONLIGHT_CONFIG): "
+              "model_type deepseek_v3, hidden 2048, intermediate 11264, 27 layers, 16 heads, 16 kv heads, "
+              "q_lora_rank null, kv_lora_rank 512, qk_nope 128, qk_rope 64, v_head 128, n_routed_experts 64, "
+              "num_experts_per_tok 6, n_shared_experts 2, moe_intermediate_size 1408, first_k_dense_replace 1, "
+              "moe_layer_freq 1, scoring_func sigmoid, topk_method noaux_tc, vocab 163840, "
+              "tie_word_embeddings false")
+_add(ModelSpec(
+    name="kimi-vl-a3b", arch="deepseek_v3", hidden=2048, intermediate=11264, layers=27, heads=16, kv_heads=16,
+    head_dim=192, vocab=163840, tied_embeddings=False,
+    mla=MLASpec(kv_lora_rank=512, q_lora_rank=None, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128),
+    moe=MoESpec(experts=64, top_k=6, shared_experts=2, moe_intermediate=1408, first_dense_layers=1, layer_step=1),
+    sources=[_MOONLIGHT,
+             f"{_FACTS}, row Kimi-VL-A3B: text_config = Moonlight-16B-A3B (Kimi-VL model card base_model); "
+             "Megatron Moonlight args (code search: num_layers 27, hidden 2048, ffn 11264, 16 heads, topk 6, "
+             "moe_ffn 1408, 2 shared experts, first_k_dense 1) agree",
+             "head_dim 192 = qk_nope 128 + qk_rope 64 (query/key width per head; values are 128 wide)"],
+    unverified=["text_config_equals_moonlight"],
+))
+_add(ModelSpec(
+    name="qwen3-vl-30b-a3b", arch="qwen3_moe", hidden=2048, intermediate=6144, layers=48, heads=32, kv_heads=4,
+    head_dim=128, vocab=151936, tied_embeddings=False,
+    moe=MoESpec(experts=128, top_k=8, shared_experts=0, moe_intermediate=768, first_dense_layers=0, layer_step=1),
+    sources=[f"{_FACTS}, row Qwen3-VL-30B-A3B-Instruct: HF config.json @1fc78ad transcribed (code id "
+             "62478544309): hidden 2048, intermediate 6144, moe_intermediate 768, 48 layers, 32 heads, 4 kv "
+             "heads, 128 experts, top-8, no shared expert, vocab 151936, head_dim 128, decoder_sparse_step 1, "
+             "tie_word_embeddings false",
+             "Megatron args for --model-name Qwen3-VL-30B-A3B-Instruct (code search): num-layers 48, hidden 2048, "
+             "ffn 6144, 32 heads, 4 query groups, kv-channels 128, vocab 151936, moe-ffn-hidden-size 768, "
+             "moe-router-topk 8, num-experts 128, untied embeddings (agrees on every field)"],
 ))
 
 #: the contract names, in the order shown by ``qesim graph presets``

@@ -271,6 +271,10 @@ def plan_graph(graph: LayerGraph, hw: HardwareConfig) -> GraphSchedule:
             gs.ops.append(_sfu(op, hw, graph.stage))
         elif isinstance(op, EmbeddingOp):
             gs.ops.append(_embedding(op, hw, graph.stage))
+        elif op.kind == "moe":  # mixture-of-experts FFN: qesim.perf.moe
+            from qesim.perf.moe import plan_moe
+
+            gs.ops.append(plan_moe(op, hw, graph.stage))
         else:  # pragma: no cover - the IR union is closed
             raise TypeError(f"no cost model for op kind {op.kind!r}")
     if resident_bytes > hw.buffers.adapter_bytes:
