@@ -1,0 +1,173 @@
+"""``qesim accuracy``: quantize a real small model with several methods x settings and measure.
+
+    qesim accuracy --model smollm2-135m --methods rtn,smoothquant,awq,gptq,lqer,aser,qe \\
+                   --settings W4A6,W4A8,W3A16 --out reports/ [--ablation] [--quick]
+
+Writes ``OUT/accuracy.csv`` (columns ``model,method,setting,metric,value``; wall times as the
+metrics ``quant_s`` / ``eval_s`` and method ``_run`` rows) and ``OUT/accuracy.md`` (tables,
+the command line, sizes, timings and notes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from qesim.errors import InputError
+
+DEFAULT_METHODS = "rtn,smoothquant,awq,gptq,lqer,aser,qe"
+DEFAULT_SETTINGS = "W4A6,W4A8,W3A16"
+
+
+def register(sub) -> None:
+    p = sub.add_parser("accuracy", help="accuracy of quantization methods on a real small model (torch)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="smollm2-135m", help="smollm2-135m | minilm-l6")
+    p.add_argument("--methods", default=DEFAULT_METHODS, help=f"comma list (default {DEFAULT_METHODS})")
+    p.add_argument("--settings", default=DEFAULT_SETTINGS, help=f"comma list of W<b>A<b> (default {DEFAULT_SETTINGS})")
+    p.add_argument("--out", default="reports", help="output directory (default reports/)")
+    p.add_argument("--quick", action="store_true", help="tiny calibration/evaluation sets (tests)")
+    p.add_argument("--calib", type=int, default=None, help="calibration sequences/paragraphs (default 32 / 64)")
+    p.add_argument("--eval", type=int, default=None, dest="n_eval", help="evaluation sequences/paragraphs (default 16 / 128)")
+    p.add_argument("--rank", type=int, default=64, help="total low-rank budget of LQER/ASER/QE (default 64)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ablation", action="store_true", help="also run the QE ablation (paper Table 4) at --ablation-setting")
+    p.add_argument("--ablation-setting", default="W4A8")
+    p.add_argument("--sequential", action="store_true", help="calibrate block i+1 on quantized blocks' outputs")
+    p.add_argument("--qe-refine", action="store_true", help="QE: run the routed-expert refinement (Sec. 7.2)")
+    p.add_argument("--qe-max-tokens", type=int, default=None, help="QE: cap calibration tokens per linear")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=run)
+
+
+def _split(s: str) -> list[str]:
+    return [x.strip() for x in s.split(",") if x.strip()]
+
+
+def run(args) -> int:
+    from qesim.quant.methods import ALL_METHODS
+    from qesim.quant.primitives import parse_setting
+
+    methods = _split(args.methods)
+    bad = [m for m in methods if m not in ALL_METHODS]
+    if bad:
+        raise InputError(f"--methods: unknown {', '.join(bad)}; choose from {', '.join(ALL_METHODS)}")
+    settings = _split(args.settings)
+    for s in settings + [args.ablation_setting]:
+        try:
+            parse_setting(s)
+        except ValueError as e:
+            raise InputError(f"--settings: {e}") from None
+    settings = [parse_setting(s).name for s in settings]
+    from qesim.eval.models import MODELS, package_dir
+
+    if args.model not in MODELS:
+        raise InputError(f"--model: unknown {args.model!r}; accuracy runs support {', '.join(MODELS)}")
+    package_dir(args.model)  # clear error if the package is missing
+
+    from qesim.eval.runner import RunConfig, run_accuracy
+
+    opts = {}
+    if args.qe_refine:
+        opts["qe_refine"] = True
+    if args.qe_max_tokens:
+        opts["qe_max_tokens"] = args.qe_max_tokens
+    cfg = RunConfig(model=args.model, methods=methods, settings=settings, quick=args.quick, n_calib=args.calib,
+                    n_eval=args.n_eval, seed=args.seed, rank=args.rank, ablation=args.ablation,
+                    ablation_setting=parse_setting(args.ablation_setting).name, sequential=args.sequential,
+                    opts=opts)
+    say = (lambda s: None) if args.quiet else (lambda s: print(f"[accuracy] {s}", file=sys.stderr, flush=True))
+    res = run_accuracy(cfg, progress=say)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = list(res.rows)
+    for k, v in res.timings.items():
+        rows.append((args.model, "_run", "-", k, v))
+    with open(out / "accuracy.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["model", "method", "setting", "metric", "value"])
+        for r in rows:
+            w.writerow([r[0], r[1], r[2], r[3], f"{r[4]:.6g}" if isinstance(r[4], float) else r[4]])
+    cmd = "qesim accuracy " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv and "accuracy" in sys.argv[1:2] \
+        else "qesim accuracy " + _argline(args)
+    (out / "accuracy.md").write_text(render_markdown(cfg, res, cmd))
+    say(f"wrote {out / 'accuracy.csv'} and {out / 'accuracy.md'} (total {res.timings.get('total_s', 0):.0f} s)")
+    return 0
+
+
+def _argline(args) -> str:
+    parts = [f"--model {args.model}", f"--methods {args.methods}", f"--settings {args.settings}", f"--out {args.out}"]
+    if args.quick:
+        parts.append("--quick")
+    if args.ablation:
+        parts.append("--ablation")
+    if args.calib:
+        parts.append(f"--calib {args.calib}")
+    if args.n_eval:
+        parts.append(f"--eval {args.n_eval}")
+    if args.rank != 64:
+        parts.append(f"--rank {args.rank}")
+    return " ".join(parts)
+
+
+def render_markdown(cfg, res, cmd: str) -> str:
+    from qesim.eval.runner import ABLATION_LABELS
+
+    vals: dict[tuple, float] = {(m, s, k): v for (_, m, s, k, v) in res.rows}
+    primary = "ppl" if any(k == "ppl" for (_, _, k) in vals) else "cos_mean"
+    better = "lower is better" if primary == "ppl" else "higher is better"
+    L = [f"# Accuracy: {cfg.model}", "", f"Produced by: `{cmd}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).", ""]
+    L.append(f"Calibration/evaluation: {res.info}. Low-rank budget (LQER/ASER/QE total rank): {cfg.rank}. "
+             f"Calibration inputs: {'sequential (quantized blocks propagate)' if cfg.sequential else 'FP inputs at every block (non-sequential)'}. "
+             f"Seed {cfg.seed}.")
+    L.append("")
+    fpv = vals.get(("fp", "W16A16", primary))
+    L.append(f"## {primary} ({better}); fp32 reference = {fpv:.4g}" if fpv is not None else f"## {primary}")
+    L.append("")
+    methods = [m for m in cfg.methods if any(k[0] == m for k in vals)]
+    L.append("| method | " + " | ".join(cfg.settings) + " |")
+    L.append("|---|" + "---|" * len(cfg.settings))
+    for m in methods:
+        cells = []
+        for s in cfg.settings:
+            v = vals.get((m, s, primary))
+            extra = "" if primary == "ppl" or (m, s, "cos_min") not in vals else f" (min {vals[(m, s, 'cos_min')]:.3f})"
+            cells.append("—" if v is None else f"{v:.4g}{extra}")
+        L.append(f"| {m} | " + " | ".join(cells) + " |")
+    L += ["", "## Mean per-block relative output error on held-out tokens", "",
+          "err_i = ||f_q(x) - f(x)|| / ||f(x) - x|| with FP inputs x at every block, averaged over blocks (max in brackets).", ""]
+    L.append("| method | " + " | ".join(cfg.settings) + " |")
+    L.append("|---|" + "---|" * len(cfg.settings))
+    for m in methods:
+        cells = []
+        for s in cfg.settings:
+            v = vals.get((m, s, "block_rel_err_mean"))
+            mx = vals.get((m, s, "block_rel_err_max"))
+            cells.append("—" if v is None else f"{v:.4f} ({mx:.3f})")
+        L.append(f"| {m} | " + " | ".join(cells) + " |")
+    abl = [(a, lbl) for a, lbl in ABLATION_LABELS.items()
+           if (f"qe[{a}]", cfg.ablation_setting, primary) in vals or (a == "full" and ("qe", cfg.ablation_setting, primary) in vals)]
+    if cfg.ablation and abl:
+        L += ["", f"## QE ablation at {cfg.ablation_setting} (paper Table 4 structure)", "",
+              f"| variant | {primary} | block err mean |", "|---|---|---|"]
+        for a, lbl in abl:
+            key = f"qe[{a}]" if (f"qe[{a}]", cfg.ablation_setting, primary) in vals else "qe"
+            L.append(f"| {lbl} | {vals[(key, cfg.ablation_setting, primary)]:.4g} | "
+                     f"{vals.get((key, cfg.ablation_setting, 'block_rel_err_mean'), float('nan')):.4f} |")
+    L += ["", "## Wall times (2-core CPU, torch threads = 2)", "", "| method | " + " | ".join(cfg.settings) + " |",
+          "|---|" + "---|" * len(cfg.settings)]
+    for m in methods:
+        cells = []
+        for s in cfg.settings:
+            q, e = vals.get((m, s, "quant_s")), vals.get((m, s, "eval_s"))
+            cells.append("—" if q is None else f"quant {q:.1f} s + eval {e:.1f} s")
+        L.append(f"| {m} | " + " | ".join(cells) + " |")
+    L.append("")
+    L.append("Run: " + ", ".join(f"{k} {v:.1f} s" for k, v in res.timings.items()) + ".")
+    if res.notes:
+        L += ["", "## Notes", ""] + [f"- {n}" for n in res.notes]
+    return "\n".join(L) + "\n"

@@ -1,0 +1,79 @@
+"""``quantize_model(model, method, setting, calib, **opts)``: the quantization driver.
+
+Walks the decoder blocks in order; for each block it hands the method the block's FP linears
+and their FP calibration inputs (from a shared :class:`~qesim.quant.calib.Calibration`), lets the
+method fold scales / fit adapters, and swaps the returned modules into the block. Only the
+decoder linears are replaced; embeddings, lm_head (and BERT's pooler) stay fp32.
+
+``opts``: ``inplace`` (default False: works on a deep copy), ``sequential`` (default False: FP
+inputs everywhere, see calib.py; True: block i+1 is calibrated on the outputs of the quantized
+blocks 0..i), ``rank`` (low-rank methods, default 64), method-specific keys (see each method).
+Returns ``(qmodel, report)`` with timings and any fallbacks logged by the method.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from qesim.quant.calib import Calibration
+from qesim.quant.methods import ALL_METHODS, NEEDS_CALLS, BlockContext, get_method
+from qesim.quant.model_utils import get_arch, run_block, set_submodule
+from qesim.quant.primitives import QuantSetting, parse_setting
+
+
+@torch.no_grad()
+def quantize_model(model: nn.Module, method: str, setting: QuantSetting | str, calib: Calibration,
+                   **opts: Any) -> tuple[nn.Module, dict]:
+    if isinstance(setting, str):
+        setting = parse_setting(setting)
+    if method not in ALL_METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(ALL_METHODS)}")
+    if method == "qe":
+        from qesim.quant.methods.qe_method import available
+
+        ok, why = available()
+        if not ok:
+            raise RuntimeError(why)
+    fn = get_method(method)
+    t0 = time.time()
+    qmodel = model if opts.get("inplace") else copy.deepcopy(model)
+    arch = get_arch(qmodel)
+    sequential = bool(opts.get("sequential", False))
+    awq_batches = int(opts.get("awq_batches", 2))
+    log: list[str] = []
+    cur = calib.block_inputs[0]
+    for i in range(arch.num_blocks):
+        block = arch.blocks[i]
+        linears = arch.linears(i)
+        inputs = cur if sequential else calib.block_inputs[i]
+        calls = {}
+        if sequential:
+            _, X, calls = run_block(block, inputs, capture=linears,
+                                    capture_calls=_inspect_modules(arch, i, block) if method in NEEDS_CALLS else None,
+                                    max_call_batches=awq_batches)
+            batch_tokens = [int(bb.tokens.sum()) for bb in inputs]
+        else:
+            X = calib.linear_inputs(i, block, linears)
+            batch_tokens = calib.batch_tokens
+            if method in NEEDS_CALLS:
+                _, _, calls = run_block(block, inputs[:awq_batches], capture_calls=_inspect_modules(arch, i, block),
+                                        max_call_batches=awq_batches)
+        ctx = BlockContext(arch=arch, index=i, block=block, linears=linears, X=X, batch_tokens=batch_tokens,
+                           setting=setting, opts=dict(opts), calls=calls, log=log)
+        repl = fn(ctx)
+        for name, mod in repl.items():
+            set_submodule(block, arch.linear_paths[name], mod)
+        if sequential:
+            cur, _, _ = run_block(block, inputs)
+    report = {"method": method, "setting": setting.name, "seconds": time.time() - t0, "log": log,
+              "sequential": sequential}
+    return qmodel, report
+
+
+def _inspect_modules(arch, i, block):
+    return {g.inspect: block.get_submodule(g.inspect) for g in arch.groups(i)}
