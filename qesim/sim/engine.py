@@ -214,7 +214,7 @@ def _op_process(m: _Machine, idx: int, s: OpSchedule, max_sim_steps: Optional[in
         g = sizes[i]
         if len(acts) == 1:
             (mem, c), = acts.items()
-            yield env.process(m.transfer(mem, c * g, idx, i, what))
+            yield from m.transfer(mem, c * g, idx, i, what)  # inline: no extra simpy process
         elif acts:
             yield env.all_of([env.process(m.transfer(mem, c * g, idx, i, what)) for mem, c in acts.items()])
 

@@ -1,0 +1,80 @@
+"""``qesim inference``: whole-request latency (prefill + decode over a growing KV cache).
+
+    qesim inference --model llama2-7b --hw flightllm-u280 --setting W8A8 \\
+                    --request 128,512 --request 512,512 [--engine analytical|cycle] [--json]
+    qesim inference --report [--out reports/]     # reports/inference.md + inference.csv
+
+Per request ``[s, n]``: TTFT (= the prefill pass), end-to-end latency, decode tokens/s and
+end-to-end tokens/s. See :mod:`qesim.perf.inference` for the conventions and the sampling of
+decode steps (``--sample-every``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from qesim.errors import InputError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("inference", help="request latency: TTFT, end-to-end, tokens/s",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="model preset name")
+    p.add_argument("--hw", default="flightllm-u280", help="hardware preset name or YAML path")
+    p.add_argument("--setting", default="W16A16")
+    p.add_argument("--method", default="none")
+    p.add_argument("--request", action="append", default=None, metavar="S,N",
+                   help="prefill tokens, decode steps (repeatable; default 128,512 128,1536 512,512)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--density", type=float, default=1.0)
+    p.add_argument("--kv-bits", type=int, default=None)
+    p.add_argument("--engine", choices=["analytical", "cycle"], default="analytical")
+    p.add_argument("--sample-every", type=int, default=128, help="decode steps between timed samples (1 = all)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--report", action="store_true", help="write the full inference report")
+    p.add_argument("--out", default="reports", help="with --report: output directory")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from qesim.perf.inference import parse_request, request_latency
+
+    if args.sample_every < 1:
+        raise InputError("--sample-every must be >= 1")
+    if args.report:
+        from qesim.report.inference import render_markdown, request_rows
+
+        df = request_rows(sample_every=args.sample_every)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        df.to_csv(out / "inference.csv", index=False)
+        (out / "inference.md").write_text(render_markdown(df, args.sample_every))
+        print(f"{len(df)} requests; wrote {out / 'inference.md'}, {out / 'inference.csv'}")
+        return 0
+    if not args.model:
+        raise InputError("--model is required (or --report)")
+    if not 0 < args.density <= 1:
+        raise InputError(f"--density must be in (0, 1] (got {args.density})")
+    if args.batch < 1:
+        raise InputError("--batch must be >= 1")
+    from qesim.hw.loader import load_hw
+
+    hw = load_hw(args.hw)
+    reqs = [parse_request(r) for r in (args.request or ["128,512", "128,1536", "512,512"])]
+    res = [request_latency(args.model, hw, setting=args.setting, method=args.method, prefill=s, decode=n,
+                           batch=args.batch, density=args.density, kv_bits=args.kv_bits, engine=args.engine,
+                           sample_every=args.sample_every) for s, n in reqs]
+    if args.json:
+        print(json.dumps({"requests": [r.to_dict() for r in res]}))
+        return 0
+    r0 = res[0]
+    print(f"{args.model} {r0.setting} method={r0.method} batch {args.batch} on {hw.name} [{args.engine}]")
+    hdr = f"{'[s, n]':<12} {'TTFT ms':>9} {'e2e s':>8} {'decode tok/s':>13} {'e2e tok/s':>10}  bound (prefill/decode)"
+    print(hdr)
+    print("-" * len(hdr))
+    for r in res:
+        print(f"{f'[{r.prefill}, {r.decode}]':<12} {r.ttft_s * 1e3:>9.2f} {r.e2e_s:>8.3f} {r.decode_tokens_per_s:>13.2f} "
+              f"{r.e2e_tokens_per_s:>10.2f}  {r.prefill_bound}/{r.decode_bound}")
+    return 0

@@ -1,0 +1,209 @@
+"""Agreement of the analytical and the cycle (simpy) engine, per op and end to end.
+
+Both engines read the same :class:`~qesim.perf.schedule.GraphSchedule` (one ``plan_graph``
+call), so any difference comes from timing alone:
+
+- the closed-form pipeline ``max(M, C) + min(M, C)/n`` assumes a fill/drain of one average
+  step of the faster resource; the simulation fills with the first load and drains with the last
+  compute and store, and loads and stores of one memory queue on its channel (contention);
+- a single-step op whose load and store use different memories (the embedding gather, DDR ->
+  HBM on the FlightLLM U280 config) is overlapped by the formula (it takes the busiest memory)
+  but serialised by the simulation (the row must arrive before it can be written back);
+- the cycle model replays long ops as at most ``max_sim_steps`` macro-steps, which over-states
+  fill/drain by at most ``1/max_sim_steps`` of the op (see :mod:`qesim.sim.engine`).
+
+Units: cycles; ``diff_pct`` = 100 * (cycle - analytical) / analytical.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Optional
+
+import pandas as pd
+
+from qesim.errors import InputError
+from qesim.graph.ir import LayerGraph
+from qesim.hw.config import HardwareConfig
+from qesim.perf.model import estimate_schedule, plan_graph
+from qesim.sim.engine import DEFAULT_MAX_SIM_STEPS, estimate_from_sim, simulate_schedule
+
+TOLERANCE_PCT = 3.0
+
+
+def _pct(a: float, b: float) -> float:
+    if a == 0:
+        return 0.0 if b == 0 else float("inf")
+    return 100.0 * (b - a) / a
+
+
+def why(row) -> str:
+    """A short reason for a per-op difference beyond tolerance (from the op's schedule)."""
+    if row.kind == "embedding" and row.steps == 1 and row.hbm_bytes > 0 and row.ddr_bytes > 0:
+        return ("single-step gather DDR->HBM: the formula overlaps load and store (busiest memory), "
+                "the simulation must load before it stores")
+    if row.steps <= 4:
+        return ("few steps: the formula's fill/drain min(M,C)/n is an average step; the simulation fills with "
+                "the first load and drains with the last compute + store, queued on the shared channel")
+    return "load/store contention on the shared memory channel at a balanced M ~ C pipeline"
+
+
+@dataclass
+class EngineComparison:
+    """Per-op and total cycles of both engines for one graph on one config."""
+
+    graph: str
+    hw: str
+    ops: pd.DataFrame  # name, kind, repeat, steps, analytical, cycle, diff_pct, bound_a, bound_c, ...
+    analytical_cycles: float
+    cycle_cycles: float
+    wall_s: float
+    events: int
+
+    @property
+    def diff_pct(self) -> float:
+        return _pct(self.analytical_cycles, self.cycle_cycles)
+
+    @property
+    def worst(self) -> tuple[str, float]:
+        """(op name, diff %) of the op with the largest |diff|."""
+        if self.ops.empty:
+            return ("", 0.0)
+        i = self.ops["diff_pct"].abs().idxmax()
+        return str(self.ops.at[i, "name"]), float(self.ops.at[i, "diff_pct"])
+
+    def outliers(self, tol: float = TOLERANCE_PCT) -> pd.DataFrame:
+        return self.ops[self.ops["diff_pct"].abs() > tol]
+
+
+def compare_engines(graph: LayerGraph, hw: HardwareConfig, *,
+                    max_sim_steps: Optional[int] = DEFAULT_MAX_SIM_STEPS) -> EngineComparison:
+    """Time ``graph`` on ``hw`` with both engines from one shared schedule."""
+    gs = plan_graph(graph, hw)
+    ana = estimate_schedule(gs, hw)
+    res = simulate_schedule(gs, hw, max_sim_steps=max_sim_steps)
+    cyc = estimate_from_sim(res, hw)
+    a, c = ana.ops, cyc.ops
+    df = pd.DataFrame({
+        "name": a["name"], "kind": a["kind"], "repeat": a["repeat"], "steps": a["steps"],
+        "analytical": a["cycles"], "cycle": c["cycles"],
+        "diff_pct": [_pct(x, y) for x, y in zip(a["cycles"], c["cycles"])],
+        "bound_analytical": a["bound"], "bound_cycle": c["bound"],
+        "hbm_bytes": a["hbm_bytes"], "ddr_bytes": a["ddr_bytes"],
+        "share_pct": 100.0 * a["total_cycles"] / (ana.cycles or 1.0),
+    })
+    return EngineComparison(graph=graph.name, hw=hw.name, ops=df, analytical_cycles=ana.cycles,
+                            cycle_cycles=cyc.cycles, wall_s=res.wall_s, events=res.events)
+
+
+# ----------------------------------------------------------------------------- the full report
+SETTINGS = ("W16A16", "W4A8", "W3A16")
+STAGES = (("prefill", 128, 0), ("decode", 1, 512))
+HW_NAMES = ("flightllm-u280", "flightllm-vhk158", "qe-paper-npu")
+
+
+def _build(build_graph, model, stage, seq, ctx, setting, meth):
+    return build_graph(model, stage=stage, seq_len=seq if stage == "prefill" else 128, context_len=ctx,
+                       setting=setting, method=meth)
+
+
+def sweep(models: Iterable[str], hw_names: Iterable[str] = HW_NAMES, settings: Iterable[str] = SETTINGS,
+          method: str = "qe") -> tuple[pd.DataFrame, pd.DataFrame, list]:
+    """Compare the engines on every (model, stage, setting, hw).
+
+    Returns (cases, outlier ops, skipped) -- one row per case; one row per op beyond the
+    tolerance; (model, stage, reason) for graphs that cannot be built."""
+    from qesim.graph.builders import build_graph
+    from qesim.hw.loader import load_hw
+
+    hws = {n: load_hw(n) for n in hw_names}
+    rows, outs, skipped = [], [], []
+    for model in models:
+        for stage, seq, ctx in STAGES:
+            for setting in settings:
+                meth = "none" if setting == "W16A16" else method
+                try:
+                    g = _build(build_graph, model, stage, seq, ctx, setting, meth)
+                except InputError as e:
+                    if meth == "none" or "mixture-of-experts" not in str(e):
+                        if not any(m == model and s_ == stage for m, s_, _ in skipped):
+                            skipped.append((model, stage, str(e)))
+                        continue
+                    meth = "rtn"  # adapter methods are not modelled on MoE experts: plain quantization
+                    g = _build(build_graph, model, stage, seq, ctx, setting, meth)
+                for hn, hw in hws.items():
+                    cmp = compare_engines(g, hw)
+                    wn, wd = cmp.worst
+                    rows.append(dict(model=model, stage=stage, setting=setting, method=meth, hw=hn,
+                                     analytical_cycles=cmp.analytical_cycles, cycle_cycles=cmp.cycle_cycles,
+                                     diff_pct=cmp.diff_pct, worst_op=wn, worst_op_diff_pct=wd,
+                                     ops_beyond_tol=len(cmp.outliers()), events=cmp.events, wall_s=cmp.wall_s))
+                    for r in cmp.outliers().itertuples():
+                        outs.append(dict(model=model, stage=stage, setting=setting, hw=hn, op=r.name, kind=r.kind,
+                                         steps=int(r.steps), analytical=r.analytical, cycle=r.cycle,
+                                         diff_pct=r.diff_pct, share_pct=r.share_pct, why=why(r)))
+    return pd.DataFrame(rows), pd.DataFrame(outs), skipped
+
+
+def render_markdown(cases: pd.DataFrame, outs: pd.DataFrame, skipped: list) -> str:
+    """The ``reports/engines.md`` text."""
+    L = ["# Analytical vs cycle (simpy) engine", "",
+         "Generated by `qesim compare-engines --all --out reports/`. Both engines time the **same** "
+         "schedule (`plan_graph`: tiles, bytes per memory, MPE/SFU cycles, double buffering); "
+         "the analytical engine with `T = max(M, C) + min(M, C)/n` per op, the cycle engine by "
+         "replaying every step through simpy resources (HBM/DDR FIFO channels shared by loads and "
+         "stores, MPE, SFU, 2-slot input/output buffers). Prefill: s = 128, context 0. Decode: one "
+         "token at context 512. Quantized settings use `--method qe` (W16A16: none; MoE presets: `rtn`, "
+         "because adapter methods are not modelled on MoE experts). Ops run in "
+         "order with no cross-op prefetch in both engines. Long ops are replayed as at most 256 "
+         "macro-steps (error <= 1/256 of the op, always pessimistic).", "",
+         f"diff = (cycle - analytical) / analytical. Tolerance {TOLERANCE_PCT:g}%.", ""]
+    if not cases.empty:
+        n = len(cases)
+        e2e = cases["diff_pct"].abs()
+        L += ["## Summary", "",
+              f"- cases: {n} (models x stages x settings x configs)",
+              f"- end to end: max |diff| {e2e.max():.3f}%, mean {e2e.mean():.3f}%; "
+              f"cases beyond {TOLERANCE_PCT:g}%: {(e2e > TOLERANCE_PCT).sum()}",
+              f"- per op: {len(outs)} op rows beyond {TOLERANCE_PCT:g}% in {(cases['ops_beyond_tol'] > 0).sum()} cases"
+              + (f" (their largest share of the pass: {outs['share_pct'].max():.4f}% of the analytical cycles)"
+                 if len(outs) else ""),
+              f"- simulation: {cases['events'].sum():,} simpy events in {cases['wall_s'].sum():.1f} s "
+              f"({cases['events'].sum() / max(cases['wall_s'].sum(), 1e-9):,.0f} events/s)", ""]
+    if len(outs):
+        L += ["## Ops beyond tolerance, and why", "",
+              "Grouped by op and cause; every row is listed in `engines_outliers.csv`.", "",
+              "| op | hw | stage | cases | steps | diff % (min..max) | max share of pass % | why |",
+              "|---|---|---|---|---|---|---|---|"]
+        for (opn, hw, stage, why_), grp in outs.groupby(["op", "hw", "stage", "why"], sort=True):
+            L.append(f"| {opn} | {hw} | {stage} | {len(grp)} | {grp['steps'].min()}..{grp['steps'].max()} | "
+                     f"{grp['diff_pct'].min():+.2f}..{grp['diff_pct'].max():+.2f} | {grp['share_pct'].max():.4f} | "
+                     f"{why_} |")
+        L.append("")
+    L += ["## Where the engines differ", "",
+          "1. **Fill/drain.** The formula charges one average step of the faster resource "
+          "(`min(M,C)/n`); the simulation charges the first load (fill) and the last compute + store "
+          "(drain), with stores queued behind loads on the same channel. For ops with many steps the "
+          "difference vanishes; it is visible only on few-step ops near M ~ C.",
+          "2. **Load -> store dependency across memories.** The U280 config gathers embeddings from "
+          "DDR and writes them to HBM in one step; the formula takes the busier memory only, the "
+          "simulation must finish the load before the store (about +8% on that op, ~0.01% of a prefill "
+          "pass). Giving the embedding one step per token (or a few) in the planner would remove it.",
+          "3. **Macro-steps.** Ops with more than 256 tile steps (decode GEMVs: up to ~10^5) are "
+          "replayed as 256 aggregated steps; this over-states the pipeline fill by at most "
+          "`min(M,C)*(1/256 - 1/n)`, i.e. < 0.4% of the op (`max_sim_steps=None` replays every tile).",
+          "4. **Contention the formula cannot see.** With loads and stores on one FIFO channel the "
+          "simulation serialises them exactly; the formula adds them into one memory time, which is "
+          "the same total, so contention only shifts fill/drain (point 1), not the steady state.", ""]
+    if skipped:
+        L += ["## Not compared", ""]
+        for m, st, reason in skipped:
+            L.append(f"- {m} {st}: {reason}")
+        L.append("")
+    L += ["## All cases", "",
+          "| model | stage | setting | hw | analytical cycles | cycle cycles | diff % | worst op | worst op diff % |",
+          "|---|---|---|---|---|---|---|---|---|"]
+    for r in cases.itertuples():
+        L.append(f"| {r.model} | {r.stage} | {r.setting} | {r.hw} | {r.analytical_cycles:.4g} | {r.cycle_cycles:.4g} | "
+                 f"{r.diff_pct:+.3f} | {r.worst_op} | {r.worst_op_diff_pct:+.2f} |")
+    return "\n".join(L) + "\n"
