@@ -105,8 +105,10 @@ def render_markdown(df: pd.DataFrame, sample_every: int = DEFAULT_SAMPLE_EVERY) 
     L += ["", "## Notes", "",
           "- `qe-paper-npu` is the QE paper's idealised model (compute hidden, activations streamed "
           "off-chip); its latencies are bandwidth-only and not FlightLLM-realistic (see `hw_configs/`).",
-          "- On `flightllm-vhk158`, W4A8/W3A16 decode can be compute-bound: the artifact's MV engine "
-          "(1024 x 3.2 MAC/cycle) computes INT4 weights as INT8 and 16-bit activations at 1/3 rate, so "
-          "halving weight bytes no longer halves the step time.",
+          "- Decode is bandwidth-bound (hbm) on both FlightLLM configs at INT8 (W8A8), as FlightLLM "
+          "reports; settings with 16-bit activations (W16A16, W3A16) run the MV engine at its 16-bit rate "
+          "(1/4 of INT8 on the U280 config, 1/3 on the VHK158 config) and become compute-bound, and on "
+          "`flightllm-vhk158` W4A8 is compute-bound too: the artifact's MV engine (1024 x 3.2 MAC/cycle) "
+          "computes INT4 weights as INT8, so halving weight bytes no longer halves the step time.",
           "- The decode bound column is the bound of the middle sampled decode step.", ""]
     return "\n".join(L)
