@@ -1,0 +1,213 @@
+"""Evaluate sweep points: the vectorised fast path per (structural config, workload) group, with
+the exact per-point path (``estimate_graph``) as reference and fallback.
+
+Output columns (one row per point; see ``OUTPUT_COLUMNS``):
+``hw`` (base config name), ``cycles``, ``latency_s``, ``tokens_per_s``, ``bound`` (the resource
+with the most busy cycles over the pass), ``speedup`` (latency of the W16A16 / method-none graph
+of the same workload on the same config, over this point's latency), ``baseline_latency_s``,
+``hbm_bytes``/``ddr_bytes`` (off-chip bytes per pass), ``util_mpe``/``util_sfu``/``util_hbm``/
+``util_ddr`` (busy cycles / pass cycles), ``sram_bytes`` (weight + activation + output + adapter
+buffers), ``mpe_macs_per_cycle`` (the fastest matrix-matrix MAC rate: the MPE size).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from qesim.dse.fast import CompiledGraph, HwVec
+from qesim.dse.space import WORKLOAD_FIELDS, Space, apply_updates, expand_updates, is_vector_field
+
+OUTPUT_COLUMNS = ["hw", "cycles", "latency_s", "tokens_per_s", "bound", "speedup", "baseline_latency_s",
+                  "hbm_bytes", "ddr_bytes", "util_mpe", "util_sfu", "util_hbm", "util_ddr", "sram_bytes",
+                  "mpe_macs_per_cycle"]
+
+
+def _graph(w: dict):
+    from qesim.graph.builders import build_graph
+
+    return build_graph(w["model"], stage=w["stage"], seq_len=int(w["seq_len"]), context_len=int(w["context_len"]),
+                       batch=int(w["batch"]), setting=w["setting"], method=w["method"], density=float(w["density"]))
+
+
+def _baseline(w: dict) -> dict:
+    return dict(w, setting="W16A16", method="none")
+
+
+def _native(v):
+    return v.item() if isinstance(v, np.generic) else v
+
+
+class Evaluator:
+    """Caches graphs, structural configs and compiled graphs across chunks of one space."""
+
+    def __init__(self, space: Space, verify: bool = True):
+        self.space = space
+        self.verify = verify
+        self.struct_paths = [p for p in space.hw_paths if not is_vector_field(p)]
+        self.vector_paths = [p for p in space.hw_paths if is_vector_field(p)]
+        self._graphs: dict = {}
+        self._hw: dict = {}
+        self._plans: dict = {}
+        self._compiled: dict = {}
+        self._verified: dict = {}
+        self._base_cache: dict = {}
+
+    # ---------------------------------------------------------------- caches
+    def graph(self, w: dict):
+        key = tuple(w[k] for k in WORKLOAD_FIELDS)
+        g = self._graphs.get(key)
+        if g is None:
+            g = self._graphs[key] = _graph(w)
+        return g
+
+    def struct_hw(self, skey: tuple):
+        hw = self._hw.get(skey)
+        if hw is None:
+            hw = self._hw[skey] = apply_updates(self.space.base, dict(zip(self.struct_paths, skey)),
+                                                self.space.source)
+        return hw
+
+    def compiled(self, skey: tuple, w: dict) -> CompiledGraph:
+        key = (skey, tuple(w[k] for k in WORKLOAD_FIELDS))
+        cg = self._compiled.get(key)
+        if cg is None:
+            plans = self._plans.setdefault(skey, {})
+            cg = self._compiled[key] = CompiledGraph(self.graph(w), self.struct_hw(skey), plans)
+        return cg
+
+    def hwvec(self, rep, rows: pd.DataFrame) -> HwVec:
+        n = len(rows)
+        over = {}
+        for p in self.vector_paths:
+            if p != "scale.macs":
+                over[p] = rows[p].to_numpy(dtype=float)
+        if "scale.macs" in self.vector_paths:
+            s = rows["scale.macs"].to_numpy(dtype=float)
+            for mode in ("mm", "mv"):
+                for i, r in enumerate(getattr(rep.mpe, mode)):
+                    key = f"mpe.{mode}.{i}.macs_per_cycle"
+                    cur = over.get(key, np.full(n, float(r.macs_per_cycle)))
+                    over[key] = cur * s
+        return HwVec(rep, n, over)
+
+    # ---------------------------------------------------------------- evaluation
+    def evaluate(self, pts: pd.DataFrame, exact: bool = False) -> pd.DataFrame:
+        """Rows of ``pts`` (from ``Space.points()``) with the output columns appended."""
+        if exact:
+            return pd.DataFrame([dict(r, **self.exact_row(r)) for r in pts.to_dict("records")])[
+                list(pts.columns) + OUTPUT_COLUMNS]
+        out = {c: np.empty(len(pts), dtype=object if c in ("hw", "bound") else float) for c in OUTPUT_COLUMNS}
+        keys = list(WORKLOAD_FIELDS) + self.struct_paths
+        pos = np.arange(len(pts))
+        for gkey, idx in pts.groupby(keys, sort=False, dropna=False).indices.items():
+            gkey = gkey if isinstance(gkey, tuple) else (gkey,)
+            w = {k: _native(v) for k, v in zip(WORKLOAD_FIELDS, gkey[:len(WORKLOAD_FIELDS)])}
+            skey = tuple(_native(v) for v in gkey[len(WORKLOAD_FIELDS):])
+            rows = pts.iloc[idx]
+            rep = self.struct_hw(skey)
+            hv = self.hwvec(rep, rows)
+            res = self.compiled(skey, w).evaluate(hv)
+            base_cycles, base_lat = self._baseline(skey, w, rows, hv, res)
+            sel = pos[idx]
+            out["hw"][sel] = self.space.base.name
+            out["cycles"][sel] = res.cycles
+            out["latency_s"][sel] = res.latency_s
+            out["tokens_per_s"][sel] = res.tokens_per_s
+            out["bound"][sel] = res.bound
+            out["speedup"][sel] = base_cycles / res.cycles
+            out["baseline_latency_s"][sel] = base_lat
+            out["hbm_bytes"][sel] = res.hbm_bytes
+            out["ddr_bytes"][sel] = res.ddr_bytes
+            for k in ("mpe", "sfu", "hbm", "ddr"):
+                out[f"util_{k}"][sel] = res.util[k]
+            b = rep.buffers
+            out["sram_bytes"][sel] = float(b.weight_bytes + b.act_bytes + b.out_bytes + b.adapter_bytes)
+            out["mpe_macs_per_cycle"][sel] = hv.rates["mm"][0].max(axis=1)
+            if self.verify:
+                self._check(skey, w, rows.iloc[0], {c: out[c][sel[0]] for c in OUTPUT_COLUMNS})
+        left = pts.reset_index(drop=True)
+        return pd.concat([left, pd.DataFrame(out, index=left.index)], axis=1)
+
+    def _baseline(self, skey, w, rows, hv, res):
+        """Cycles and latency of the W16A16 graph on the same points, cached by hardware point
+        (``point_id mod n_hw``: every workload runs on the same hardware points)."""
+        bw = _baseline(w)
+        key = (skey, tuple(bw[k] for k in WORKLOAD_FIELDS))
+        n_hw = self.space.n_hw_points()
+        hidx = rows["point_id"].to_numpy() % n_hw
+        cache = self._base_cache.get(key)
+        if cache is None:
+            cache = self._base_cache[key] = (np.full(n_hw, np.nan), np.full(n_hw, np.nan))
+        if bw == w:
+            cache[0][hidx], cache[1][hidx] = res.cycles, res.latency_s
+            return res.cycles, res.latency_s
+        cyc, lat = cache[0][hidx], cache[1][hidx]
+        miss = np.isnan(cyc)
+        if miss.any():
+            sub = self.hwvec(self.struct_hw(skey), rows.iloc[np.flatnonzero(miss)])
+            b = self.compiled(skey, bw).evaluate(sub)
+            cache[0][hidx[miss]], cache[1][hidx[miss]] = b.cycles, b.latency_s
+            cyc, lat = cache[0][hidx], cache[1][hidx]
+        return cyc, lat
+
+    def _check(self, skey, w, row, got: dict) -> None:
+        """Compare one point per compiled group with ``estimate_graph`` (guards against drift)."""
+        key = (skey, tuple(w[k] for k in WORKLOAD_FIELDS))
+        if key in self._verified:
+            return
+        ref = self.exact_row(row.to_dict())
+        ok = (got["bound"] == ref["bound"]) and all(
+            abs(got[c] - ref[c]) <= 1e-9 * max(abs(ref[c]), 1e-30) for c in ("cycles", "speedup", "hbm_bytes",
+                                                                             "ddr_bytes"))
+        self._verified[key] = ok
+        if not ok:
+            raise RuntimeError(f"fast path disagrees with estimate_graph for {w} {dict(zip(self.struct_paths, skey))}: "
+                               f"fast {got['cycles']!r} cycles ({got['bound']}) vs exact {ref['cycles']!r} "
+                               f"({ref['bound']}); run with exact=True and report this")
+
+    def point_hw(self, row: dict):
+        upd = {p: _native(row[p]) for p in self.space.hw_paths}
+        return apply_updates(self.space.base, upd, self.space.source)
+
+    def exact_row(self, row: dict) -> dict:
+        """Output columns of one point from ``estimate_graph`` (the reference path)."""
+        from qesim.perf.model import estimate_graph
+
+        hw = self.point_hw(row)
+        w = {k: _native(row[k]) for k in WORKLOAD_FIELDS}
+        est = estimate_graph(self.graph(w), hw)
+        base = estimate_graph(self.graph(_baseline(w)), hw)
+        u = est.utilization()
+        by = est.bytes_by_memory
+        b = hw.buffers
+        return dict(hw=self.space.base.name, cycles=est.cycles, latency_s=est.latency_s, tokens_per_s=est.tokens_per_s,
+                    bound=est.bound, speedup=base.cycles / est.cycles, baseline_latency_s=base.latency_s,
+                    hbm_bytes=by["hbm"], ddr_bytes=by["ddr"], util_mpe=u["mpe"], util_sfu=u["sfu"],
+                    util_hbm=u["hbm"], util_ddr=u["ddr"],
+                    sram_bytes=float(b.weight_bytes + b.act_bytes + b.out_bytes + b.adapter_bytes),
+                    mpe_macs_per_cycle=float(max(r.macs_per_cycle for r in hw.mpe.mm)))
+
+
+_EVALUATORS: dict = {}
+
+
+def evaluator_for(space: Space, verify: bool = True) -> Evaluator:
+    """One Evaluator per space per process (workers reuse it across chunks)."""
+    key = (space.fingerprint(), verify)
+    ev = _EVALUATORS.get(key)
+    if ev is None:
+        if len(_EVALUATORS) > 8:
+            _EVALUATORS.clear()
+        ev = _EVALUATORS[key] = Evaluator(space, verify)
+    return ev
+
+
+def evaluate_space(space: Space, exact: bool = False, verify: bool = True,
+                   points: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+    """All points of ``space`` in memory (no files): the library entry point for small spaces."""
+    pts = space.points() if points is None else points
+    return evaluator_for(space, verify).evaluate(pts, exact=exact)

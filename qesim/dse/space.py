@@ -1,0 +1,492 @@
+"""Design spaces: a YAML file -> a validated :class:`Space` -> a deterministic table of points.
+
+File format (top-level key ``space``, or ``sweep`` as an alias)::
+
+    space:
+      name: flightllm-dse          # optional, default: the file stem
+      base: flightllm-u280         # hardware preset name or YAML path the axes modify
+      sampling: grid               # grid (full Cartesian product) | random
+      samples: 1000                # random: number of hardware points drawn
+      seed: 0                      # random: numpy seed (same seed -> same points)
+      chunk_size: 2048             # optional: points per Parquet part file
+      hw:                          # dotted path of any HardwareConfig field -> values
+        hbm.bandwidth_gbps: [230, 460, 920]                       # a list
+        mpe.mm.0.macs_per_cycle: {min: 4096, max: 32768, num: 4, scale: log}
+        buffers.weight_bytes: {min: 1048576, max: 4194304, step: 1048576}
+        scale.macs: [0.5, 1, 2]    # pseudo-axis: multiplies every MPE MAC rate (mm and mv)
+        scale.buffers: [0.5, 1]    # pseudo-axis: multiplies weight/act/out buffer bytes
+      workload:                    # each a value or a list; every combination is swept
+        model: qwen2vl-7b
+        setting: [W16A16, W4A8]
+        method: [none, qe]
+        stage: prefill
+        seq_len: 128
+        context_len: 0
+        batch: 1
+        density: 1.0
+      scenarios:                   # optional list of workload overrides, crossed with the above
+        - {stage: prefill, seq_len: 128}
+        - {stage: decode, context_len: 512}
+
+Range specs: ``{min, max, num[, scale: linear|log]}`` (num values, both ends included) or
+``{min, max, step}``; integer fields get integer values. With ``sampling: random`` a range is
+drawn continuously (log-uniform with ``scale: log``) and a list uniformly; only hardware axes
+are sampled, and every sample is run on every workload.
+
+Points are ordered workload-major (all hardware points of the first workload, then the next),
+and numbered ``point_id`` 0..N-1; that order is fixed by the file (and the seed), which is what
+lets an interrupted sweep resume without lost or duplicated rows.
+
+Every error is an :class:`qesim.errors.InputError` naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+from pydantic import ValidationError
+
+from qesim.errors import InputError, format_validation_error
+from qesim.hw.config import HardwareConfig
+
+WORKLOAD_FIELDS = ("model", "setting", "method", "stage", "seq_len", "context_len", "batch", "density")
+WORKLOAD_DEFAULTS = dict(model="qwen2vl-7b", setting="W16A16", method="none", stage="prefill", seq_len=128,
+                         context_len=0, batch=1, density=1.0)
+PSEUDO_AXES = ("scale.macs", "scale.buffers")
+_SPACE_KEYS = ("name", "base", "sampling", "samples", "seed", "chunk_size", "hw", "workload", "scenarios",
+               "description")
+
+#: hardware fields that only change per-point numbers, never the tiling search space
+#: (the fast path evaluates these vectorised over points; everything else re-plans per group)
+_VECTOR_RE = re.compile(
+    r"^(frequency_mhz|(hbm|ddr)\.(bandwidth_gbps|efficiency)|mpe\.(mm|mv)\.\d+\.macs_per_cycle|"
+    r"sfu\.(lanes|exp_cycles|reciprocal_cycles|rsqrt_cycles|reduce_cycles|elementwise_cycles)|scale\.macs)$")
+
+
+def is_vector_field(path: str) -> bool:
+    return bool(_VECTOR_RE.match(path))
+
+
+@dataclass
+class Axis:
+    """One hardware axis: explicit ``values`` (grid) or a continuous range (random sampling)."""
+
+    path: str
+    values: Optional[list] = None  # explicit values (lists, and ranges on a grid)
+    lo: Optional[float] = None  # random sampling of a range
+    hi: Optional[float] = None
+    log: bool = False
+    integer: bool = False
+
+
+@dataclass
+class Space:
+    name: str
+    source: str
+    base_name: str
+    base: HardwareConfig
+    sampling: str
+    samples: int
+    seed: int
+    chunk_size: int
+    axes: list[Axis]
+    workloads: list[dict]  # distinct workload dicts, in sweep order
+    raw: dict = field(default_factory=dict)
+
+    @property
+    def hw_paths(self) -> list[str]:
+        return [a.path for a in self.axes]
+
+    def n_hw_points(self) -> int:
+        if self.sampling == "random":
+            return self.samples
+        n = 1
+        for a in self.axes:
+            n *= len(a.values)
+        return n
+
+    def __len__(self) -> int:
+        return self.n_hw_points() * len(self.workloads)
+
+    def fingerprint(self) -> str:
+        """Hash of everything that determines the points and their results."""
+        blob = json.dumps(dict(raw=self.raw, base=self.base.model_dump(mode="json")), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict:
+        """Picklable description (sent to process-pool and Dask workers)."""
+        return dict(raw=self.raw, source=self.source, base=self.base.model_dump(mode="json"))
+
+    # --------------------------------------------------------------- points
+    def hw_table(self) -> pd.DataFrame:
+        """One row per hardware point, a column per axis (dotted path)."""
+        if not self.axes:
+            return pd.DataFrame(index=pd.RangeIndex(1))
+        if self.sampling == "grid":
+            combos = list(itertools.product(*[a.values for a in self.axes]))
+            cols = {a.path: [c[i] for c in combos] for i, a in enumerate(self.axes)}
+            return pd.DataFrame(cols)
+        rng = np.random.default_rng(self.seed)
+        cols = {}
+        for a in self.axes:
+            if a.values is not None:
+                idx = rng.integers(0, len(a.values), size=self.samples)
+                cols[a.path] = [a.values[i] for i in idx]
+            else:
+                u = rng.random(self.samples)
+                if a.log:
+                    v = np.exp(np.log(a.lo) + u * (np.log(a.hi) - np.log(a.lo)))
+                else:
+                    v = a.lo + u * (a.hi - a.lo)
+                if a.integer:
+                    v = np.clip(np.rint(v), a.lo, a.hi).astype(np.int64)
+                cols[a.path] = v
+        return pd.DataFrame(cols)
+
+    def points(self) -> pd.DataFrame:
+        """Every point: ``point_id``, the workload fields, then the hardware axes."""
+        hw = self.hw_table()
+        n = len(hw)
+        parts = []
+        for w in self.workloads:
+            df = pd.DataFrame({k: [w[k]] * n for k in WORKLOAD_FIELDS})
+            for c in hw.columns:
+                df[c] = hw[c].to_numpy()
+            parts.append(df)
+        out = pd.concat(parts, ignore_index=True)
+        out.insert(0, "point_id", np.arange(len(out), dtype=np.int64))
+        return out
+
+
+# ----------------------------------------------------------------------------- loading
+def _fail(src: str, where: str, msg: str) -> InputError:
+    return InputError(f"{src}: {where}: {msg}")
+
+
+def _known_paths(data: Any, prefix: str = "") -> list[str]:
+    out = []
+    if isinstance(data, dict):
+        for k, v in data.items():
+            out += _known_paths(v, f"{prefix}{k}.")
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            out += _known_paths(v, f"{prefix}{i}.")
+    else:
+        out.append(prefix[:-1])
+    return out
+
+
+def _base_value(base: HardwareConfig, path: str, src: str) -> Any:
+    if path in PSEUDO_AXES:
+        return 1.0
+    cur: Any = base.model_dump()
+    for k in path.split("."):
+        if isinstance(cur, list) and k.isdigit() and int(k) < len(cur):
+            cur = cur[int(k)]
+        elif isinstance(cur, dict) and k in cur:
+            cur = cur[k]
+        else:
+            known = _known_paths(base.model_dump()) + list(PSEUDO_AXES)
+            near = difflib.get_close_matches(path, known, n=3)
+            hint = f"; did you mean {', '.join(near)}?" if near else ""
+            raise _fail(src, f"space.hw.{path}", f"unknown hardware field (no such path in config "
+                        f"'{base.name}'){hint}")
+    if isinstance(cur, (dict, list)):
+        raise _fail(src, f"space.hw.{path}", "names a group of fields, not one value; give the full dotted path "
+                    f"(e.g. {path}.{next(iter(cur)) if isinstance(cur, dict) else '0'})")
+    return cur
+
+
+def expand_updates(base: HardwareConfig, updates: dict) -> dict:
+    """Dotted-path updates with the pseudo-axes (``scale.macs``, ``scale.buffers``) expanded."""
+    out = {k: v for k, v in updates.items() if k not in PSEUDO_AXES}
+    ms = updates.get("scale.macs")
+    if ms is not None:
+        for mode in ("mm", "mv"):
+            for i, r in enumerate(getattr(base.mpe, mode)):
+                key = f"mpe.{mode}.{i}.macs_per_cycle"
+                out[key] = float(out.get(key, r.macs_per_cycle)) * float(ms)
+    bs = updates.get("scale.buffers")
+    if bs is not None:
+        for f in ("weight_bytes", "act_bytes", "out_bytes"):
+            key = f"buffers.{f}"
+            out[key] = max(1, int(round(float(out.get(key, getattr(base.buffers, f))) * float(bs))))
+    return out
+
+
+def apply_updates(base: HardwareConfig, updates: dict, src: str = "space") -> HardwareConfig:
+    """``base`` with the (pseudo-)axis updates applied and validated; InputError naming the field."""
+    try:
+        return base.with_updates(expand_updates(base, updates))
+    except ValidationError as e:
+        raise InputError(format_validation_error(f"{src}: space.hw", e)) from None
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise InputError(f"{src}: space.hw: cannot apply {updates} ({e})") from None
+
+
+def _check_value(base: HardwareConfig, path: str, v: Any, src: str) -> Any:
+    """Validate one axis value against the schema; return it as the schema stores it."""
+    if isinstance(v, (dict, list)) or v is None:
+        raise _fail(src, f"space.hw.{path}", f"expected a single value, got {v!r}")
+    if path in PSEUDO_AXES:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+            raise _fail(src, f"space.hw.{path}", f"must be a number > 0 (got {v!r})")
+        apply_updates(base, {path: v}, src)
+        return float(v)
+    bv = _base_value(base, path, src)
+    if isinstance(bv, (int, float)) and not isinstance(bv, bool) and (isinstance(v, (str, bool))):
+        raise _fail(src, f"space.hw.{path}", f"must be a number like the base value {bv!r} (got {v!r})")
+    try:
+        cfg = base.with_updates({path: v})
+    except ValidationError as e:
+        raise InputError(format_validation_error(f"{src}: space.hw", e)) from None
+    cur: Any = cfg
+    for k in path.split("."):
+        cur = cur[int(k)] if isinstance(cur, list) else getattr(cur, k)
+    return cur
+
+
+def _range(spec: dict, path: str, base_val: Any, src: str, sampling: str) -> Axis:
+    where = f"space.hw.{path}"
+    unknown = set(spec) - {"min", "max", "num", "step", "scale", "values"}
+    if unknown:
+        raise _fail(src, where, f"unknown range key(s) {sorted(unknown)}; use min/max with num or step "
+                    "(and scale: linear|log), or values: [...]")
+    if "values" in spec:
+        return _values(spec["values"], path, src)
+    for k in ("min", "max"):
+        if k not in spec:
+            raise _fail(src, where, f"range needs '{k}'")
+        if isinstance(spec[k], bool) or not isinstance(spec[k], (int, float)):
+            raise _fail(src, where, f"range {k} must be a number (got {spec[k]!r})")
+    lo, hi = float(spec["min"]), float(spec["max"])
+    if hi < lo:
+        raise _fail(src, where, f"empty range: max {hi:g} < min {lo:g}")
+    scale = spec.get("scale", "linear")
+    if scale not in ("linear", "log"):
+        raise _fail(src, where, f"scale must be 'linear' or 'log' (got {scale!r})")
+    if scale == "log" and lo <= 0:
+        raise _fail(src, where, f"a log range needs min > 0 (got {lo:g})")
+    integer = isinstance(base_val, int) and not isinstance(base_val, bool)
+    if sampling == "random" and "num" not in spec and "step" not in spec:
+        return Axis(path, lo=lo, hi=hi, log=scale == "log", integer=integer)
+    if "num" in spec:
+        num = spec["num"]
+        if isinstance(num, bool) or not isinstance(num, int) or num < 1:
+            raise _fail(src, where, f"num must be an integer >= 1 (got {num!r})")
+        vals = np.geomspace(lo, hi, num) if scale == "log" else np.linspace(lo, hi, num)
+    elif "step" in spec:
+        step = spec["step"]
+        if isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0:
+            raise _fail(src, where, f"step must be a number > 0 (got {step!r})")
+        vals = np.arange(lo, hi + step * 1e-9, step)
+    else:
+        raise _fail(src, where, "a range on a grid needs 'num' or 'step'")
+    if integer:
+        vals = list(dict.fromkeys(int(round(v)) for v in vals))
+    else:
+        vals = [float(f"{v:.12g}") for v in vals]  # 8192 rather than 8191.999999999997
+    if not vals:
+        raise _fail(src, where, "empty range")
+    return Axis(path, values=vals)
+
+
+def _values(vals: Any, path: str, src: str) -> Axis:
+    if not isinstance(vals, list):
+        vals = [vals]
+    if not vals:
+        raise _fail(src, f"space.hw.{path}", "empty list of values")
+    return Axis(path, values=list(vals))
+
+
+def _workloads(raw: dict, src: str) -> list[dict]:
+    from qesim.graph.builders import build_graph
+    from qesim.graph.presets import get_spec
+    from qesim.graph.settings import METHODS, parse_setting
+
+    wl = raw.get("workload") or {}
+    if not isinstance(wl, dict):
+        raise _fail(src, "space.workload", f"expected a mapping of {', '.join(WORKLOAD_FIELDS)}")
+    unknown = set(wl) - set(WORKLOAD_FIELDS)
+    if unknown:
+        k = sorted(unknown)[0]
+        near = difflib.get_close_matches(k, WORKLOAD_FIELDS, n=1)
+        raise _fail(src, f"space.workload.{k}", "unknown workload field" + (f"; did you mean {near[0]}?" if near else
+                                                                             f"; known: {', '.join(WORKLOAD_FIELDS)}"))
+    axes = {}
+    for k in WORKLOAD_FIELDS:
+        v = wl.get(k, WORKLOAD_DEFAULTS[k])
+        v = v if isinstance(v, list) else [v]
+        if not v:
+            raise _fail(src, f"space.workload.{k}", "empty list of values")
+        axes[k] = v
+    scen = raw.get("scenarios") or [{}]
+    if not isinstance(scen, list) or not all(isinstance(s, dict) for s in scen):
+        raise _fail(src, "space.scenarios", "expected a list of mappings (workload overrides)")
+    for i, s in enumerate(scen):
+        bad = set(s) - set(WORKLOAD_FIELDS)
+        if bad:
+            raise _fail(src, f"space.scenarios.{i}.{sorted(bad)[0]}", f"unknown workload field; known: "
+                        f"{', '.join(WORKLOAD_FIELDS)}")
+
+    def check(k, v, where):
+        if k == "model":
+            if not isinstance(v, str):
+                raise _fail(src, where, f"model must be a preset name (got {v!r})")
+            try:
+                get_spec(v)
+            except InputError as e:
+                raise _fail(src, where, str(e)) from None
+        elif k == "setting":
+            try:
+                parse_setting(str(v))
+            except InputError as e:
+                raise _fail(src, where, str(e)) from None
+        elif k == "method":
+            if str(v).lower() not in METHODS:
+                raise _fail(src, where, f"unknown method {v!r}; known: {', '.join(METHODS)}")
+        elif k == "stage":
+            if v not in ("prefill", "decode"):
+                raise _fail(src, where, f"stage must be 'prefill' or 'decode' (got {v!r})")
+        elif k in ("seq_len", "batch"):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise _fail(src, where, f"must be an integer >= 1 (got {v!r})")
+        elif k == "context_len":
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise _fail(src, where, f"must be an integer >= 0 (got {v!r})")
+        elif k == "density":
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
+                raise _fail(src, where, f"must be a number in (0, 1] (got {v!r})")
+
+    for k, vs in axes.items():
+        for v in vs:
+            check(k, v, f"space.workload.{k}")
+    for i, s in enumerate(scen):
+        for k, v in s.items():
+            check(k, v, f"space.scenarios.{i}.{k}")
+    out, seen = [], set()
+    for s in scen:
+        names = list(WORKLOAD_FIELDS)
+        vals = [[s[k]] if k in s else axes[k] for k in names]
+        for combo in itertools.product(*vals):
+            w = dict(zip(names, combo))
+            w["setting"] = parse_setting(str(w["setting"])).name
+            w["method"] = str(w["method"]).lower()
+            w["density"] = float(w["density"])
+            if w["stage"] == "decode":
+                w["seq_len"] = 1  # one new token per sequence (what the graph records)
+            key = tuple(w[k] for k in names)
+            if key not in seen:
+                seen.add(key)
+                out.append(w)
+    for w in out:  # every combination must build (e.g. decode on an encoder fails here)
+        try:
+            build_graph(w["model"], stage=w["stage"], seq_len=w["seq_len"], context_len=w["context_len"],
+                        batch=w["batch"], setting=w["setting"], method=w["method"], density=w["density"])
+        except InputError as e:
+            raise _fail(src, "space.workload", f"{ {k: w[k] for k in WORKLOAD_FIELDS} }: {e}") from None
+    return out
+
+
+def space_from_dict(data: dict, src: str = "space", base: Optional[HardwareConfig] = None) -> Space:
+    """Validate a parsed YAML document (with a top-level ``space`` or ``sweep`` key)."""
+    from qesim.hw.loader import load_hw
+
+    if not isinstance(data, dict) or not ("space" in data or "sweep" in data):
+        raise InputError(f"{src}: expected a top-level 'space:' mapping")
+    top_extra = set(data) - {"space", "sweep"}
+    if top_extra:
+        raise _fail(src, sorted(top_extra)[0], "unknown top-level key (a space file has only 'space:')")
+    raw = data.get("space", data.get("sweep"))
+    if not isinstance(raw, dict):
+        raise _fail(src, "space", "expected a mapping")
+    unknown = set(raw) - set(_SPACE_KEYS)
+    if unknown:
+        k = sorted(unknown)[0]
+        near = difflib.get_close_matches(k, _SPACE_KEYS, n=1)
+        raise _fail(src, f"space.{k}", "unknown key" + (f"; did you mean {near[0]}?" if near else
+                                                        f"; known: {', '.join(_SPACE_KEYS)}"))
+    base_name = raw.get("base", "flightllm-u280")
+    if base is None:
+        if not isinstance(base_name, str):
+            raise _fail(src, "space.base", f"expected a hardware preset name or YAML path (got {base_name!r})")
+        bpath = Path(base_name)
+        if bpath.suffix in (".yaml", ".yml") and not bpath.is_absolute() and Path(src).exists():
+            cand = Path(src).parent / bpath
+            if cand.exists() and not bpath.exists():
+                base_name = str(cand)
+        try:
+            base = load_hw(base_name)
+        except InputError as e:
+            raise _fail(src, "space.base", str(e)) from None
+    sampling = raw.get("sampling", "grid")
+    if sampling not in ("grid", "random"):
+        raise _fail(src, "space.sampling", f"must be 'grid' or 'random' (got {sampling!r})")
+    seed = raw.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise _fail(src, "space.seed", f"must be an integer >= 0 (got {seed!r})")
+    samples = raw.get("samples", 0 if sampling == "grid" else None)
+    if sampling == "random" and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1):
+        raise _fail(src, "space.samples", f"random sampling needs samples: an integer >= 1 (got {samples!r})")
+    chunk = raw.get("chunk_size", 0)
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 0:
+        raise _fail(src, "space.chunk_size", f"must be an integer >= 1 (got {chunk!r})")
+    hw = raw.get("hw") or {}
+    if not isinstance(hw, dict):
+        raise _fail(src, "space.hw", "expected a mapping of dotted field paths to values")
+    axes = []
+    for path, spec in hw.items():
+        path = str(path)
+        bv = _base_value(base, path, src)
+        if isinstance(spec, dict):
+            ax = _range(spec, path, bv, src, sampling)
+        else:
+            ax = _values(spec, path, src)
+        if ax.values is not None:
+            ax.values = [_check_value(base, path, v, src) for v in ax.values]
+            if len(set(map(repr, ax.values))) != len(ax.values):
+                ax.values = list({repr(v): v for v in ax.values}.values())
+        else:
+            for v in (ax.lo, ax.hi):  # field constraints are intervals: checking the ends suffices
+                _check_value(base, path, int(round(v)) if ax.integer else v, src)
+        axes.append(ax)
+    workloads = _workloads(raw, src)
+    name = raw.get("name") or Path(src).stem
+    sp = Space(name=str(name), source=src, base_name=str(base_name), base=base, sampling=sampling,
+               samples=int(samples or 0), seed=seed, chunk_size=chunk, axes=axes, workloads=workloads, raw=raw)
+    if len(sp) == 0:
+        raise _fail(src, "space", "the space has no points")
+    # every combination of structural (re-planning) values must make a valid config together
+    struct = [a for a in axes if not is_vector_field(a.path) and a.values is not None]
+    combos = 1
+    for a in struct:
+        combos *= len(a.values)
+    if struct and combos <= 4096:
+        for combo in itertools.product(*[a.values for a in struct]):
+            apply_updates(base, dict(zip([a.path for a in struct], combo)), src)
+    return sp
+
+
+def load_space(path: str | Path) -> Space:
+    """Load and validate a space file; raises InputError naming the file and the field."""
+    from qesim.hw.loader import load_yaml
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: space file not found")
+    return space_from_dict(load_yaml(p), str(p))
+
+
+def space_from_spec(spec: dict) -> Space:
+    """Rebuild a Space from :meth:`Space.to_dict` (on a worker)."""
+    base = HardwareConfig.model_validate(spec["base"])
+    return space_from_dict({"space": spec["raw"]}, spec["source"], base=base)
