@@ -134,7 +134,7 @@ def _prepare(space: Space, out: Path, resume: bool, chunk: int) -> tuple[dict, l
 
 def run_sweep(space: Space, out: str | Path, *, workers: int = 0, scheduler: Optional[str] = None,
               resume: bool = False, quiet: bool = False, chunk_size: Optional[int] = None,
-              exact: bool = False, client=None) -> pd.DataFrame:
+              exact: bool = False, client=None, connect_timeout_s: float = 10.0) -> pd.DataFrame:
     """Evaluate every point of ``space`` into ``out`` (see the module docstring); return the rows.
 
     ``workers`` > 0: a local process pool; ``scheduler`` ('tcp://host:port') or ``client`` (a
@@ -144,6 +144,22 @@ def run_sweep(space: Space, out: str | Path, *, workers: int = 0, scheduler: Opt
     out = Path(out)
     n = len(space)
     chunk = chunk_size or space.chunk_size or default_chunk(n)
+    own_client = None
+    if scheduler and client is None:  # connect before touching --out
+        from dask.distributed import Client
+
+        try:
+            client = own_client = Client(scheduler, timeout=f"{connect_timeout_s}s")
+        except (OSError, TimeoutError) as e:
+            raise InputError(f"--scheduler {scheduler}: cannot connect to a Dask scheduler ({e})") from None
+    try:
+        return _run(space, out, n, chunk, workers, client, resume, quiet, exact)
+    finally:
+        if own_client is not None:
+            own_client.close()
+
+
+def _run(space, out, n, chunk, workers, client, resume, quiet, exact) -> pd.DataFrame:
     manifest, pending = _prepare(space, out, resume, chunk)
     chunk = int(manifest["chunk_size"])
     bounds = {i: (i * chunk, min(n, (i + 1) * chunk)) for i in pending}
@@ -152,8 +168,8 @@ def run_sweep(space: Space, out: str | Path, *, workers: int = 0, scheduler: Opt
     done_pts = n - sum(hi - lo for lo, hi in bounds.values())
     bar = tqdm(total=n, initial=done_pts, unit="pt", desc=f"sweep {space.name}", disable=quiet, smoothing=0.1)
     try:
-        if scheduler or client is not None:
-            _run_dask(space, out, bounds, bar, exact, scheduler, client)
+        if client is not None:
+            _run_dask(space, out, bounds, bar, exact, client)
         elif workers and workers > 0:
             _run_pool(space, out, bounds, bar, exact, workers)
         else:
@@ -183,28 +199,17 @@ def _run_pool(space, out, bounds, bar, exact, workers):
                 bar.update(hi - lo)
 
 
-def _run_dask(space, out, bounds, bar, exact, scheduler, client):
-    from dask.distributed import Client, as_completed
+def _run_dask(space, out, bounds, bar, exact, client):
+    from dask.distributed import as_completed
 
-    own = client is None
-    if own:
-        try:
-            client = Client(scheduler, timeout="10s")
-        except (OSError, TimeoutError) as e:
-            raise InputError(f"--scheduler {scheduler}: cannot connect to a Dask scheduler ({e})") from None
-    try:
-        spec = space.to_dict()
-        futs = {}
-        for i, (lo, hi) in bounds.items():
-            futs[client.submit(eval_chunk_spec, spec, lo, hi, exact, key=f"qesim-{space.fingerprint()}-{i}-{lo}",
-                               pure=False)] = (i, lo, hi)
-        for f in as_completed(futs):
-            i, lo, hi = futs[f]
-            _write_part(out, i, f.result())
-            bar.update(hi - lo)
-    finally:
-        if own:
-            client.close()
+    spec = space.to_dict()
+    futs = {}
+    for i, (lo, hi) in bounds.items():
+        futs[client.submit(eval_chunk_spec, spec, lo, hi, exact, pure=False)] = (i, lo, hi)
+    for f in as_completed(futs):
+        i, lo, hi = futs[f]
+        _write_part(out, i, f.result())
+        bar.update(hi - lo)
 
 
 def finalize(out: Path) -> pd.DataFrame:
