@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Optional
 
 import numpy as np
@@ -171,10 +172,10 @@ def _prune(cand, w_bytes, a_bytes, padded, steps, hidden: bool) -> np.ndarray:
     time below 1e-12 of memory time or the reverse. With ``compute_hidden`` all cycles of a
     class are equal and the planner picks the fewest steps, first in order: that one is kept.
     """
-    wb = w_bytes.ravel()[cand]
-    ab = a_bytes.ravel()[cand]
-    p = padded.ravel()[cand]
-    s = steps.ravel()[cand]
+    wb = np.broadcast_to(w_bytes, padded.shape)[cand]
+    ab = np.broadcast_to(a_bytes, padded.shape)[cand]
+    p = padded[cand]
+    s = steps[cand]
     keep = np.zeros(len(cand), dtype=bool)
     cls = np.unique(np.stack([wb, ab], axis=1), axis=0, return_inverse=True)[1].ravel()
     for c in np.unique(cls):
@@ -191,6 +192,25 @@ def _prune(cand, w_bytes, a_bytes, padded, steps, hidden: bool) -> np.ndarray:
     return cand[keep]
 
 
+@lru_cache(maxsize=512)
+def _grid(M: int, K: int, N: int, pm: int, pk: int, pn: int) -> dict:
+    """The planner's candidate grid for one GEMM shape on one array (independent of bytes and
+    buffers): tile sizes, tile counts, padded MACs, steps, and re-reads per loop order, raveled."""
+    cm, ck, cn = candidates(M, pm), candidates(K, pk), candidates(N, pn)
+    tm, tk, tn = np.meshgrid(cm, ck, cn, indexing="ij")
+    nm, nk, nn = np.ceil(M / tm), np.ceil(K / tk), np.ceil(N / tn)
+    g = dict(shape=tm.shape, cm=cm, ck=ck, cn=cn, tm=tm.ravel(), tk=tk.ravel(), tn=tn.ravel(),
+             padded=(_pad(M, tm, pm) * _pad(K, tk, pk) * _pad(N, tn, pn)).ravel(), steps=(nm * nk * nn).ravel())
+    g["reads"] = {
+        "m_outer": (np.where((nk == 1) & (nn == 1), 1.0, nm).ravel(), np.where(nk == 1, 1.0, nn).ravel()),
+        "n_outer": (np.where(nk == 1, 1.0, nm).ravel(), np.where((nk == 1) & (nm == 1), 1.0, nn).ravel()),
+    }
+    for v in list(g.values()):
+        if isinstance(v, np.ndarray):
+            v.setflags(write=False)
+    return g
+
+
 class _LinearPlan:
     """The least-traffic tilings of one GEMM (per loop order), deduplicated, with their costs."""
 
@@ -198,40 +218,31 @@ class _LinearPlan:
         self.st = st
         M, K, N = st["M"], st["K"], st["N"]
         pm, pk, pn = st["pm"], st["pk"], st["pn"]
-        cm, ck, cn = candidates(M, pm), candidates(K, pk), candidates(N, pn)
-        tm, tk, tn = np.meshgrid(cm, ck, cn, indexing="ij")
-        nm, nk, nn = np.ceil(M / tm), np.ceil(K / tk), np.ceil(N / tn)
+        g = _grid(M, K, N, pm, pk, pn)
+        tm, tk, tn = g["tm"], g["tk"], g["tn"]
         db = 2 if st["double_buffered"] else 1
         wbe, abe = st["w_bytes_per_elem"], st["a_bytes_per_elem"]
         fits = ((tk * tn * wbe * db <= st["w_buf"]) & (tm * tk * abe * db <= st["a_buf"])
                 & (tm * tn * ACC_BYTES * db <= st["o_buf"]))
-        padded = _pad(M, tm, pm) * _pad(K, tk, pk) * _pad(N, tn, pn)
-        steps = nm * nk * nn
+        padded, steps = g["padded"], g["steps"]
         self.orders = []
         for order in ("m_outer", "n_outer"):
             if not fits.any():
                 continue
-            if order == "m_outer":
-                w_reads = np.where((nk == 1) & (nn == 1), 1.0, nm)
-                x_reads = np.where(nk == 1, 1.0, nn)
-            else:
-                w_reads = np.where(nk == 1, 1.0, nm)
-                x_reads = np.where((nk == 1) & (nm == 1), 1.0, nn)
+            w_reads, x_reads = g["reads"][order]
             w_bytes = w_reads * (K * N * wbe)
             x_bytes = x_reads * (M * K * abe) if st["x_offchip"] else 0.0 * w_reads
             a_bytes = x_bytes + st["o_bytes_total"]
             byt = w_bytes + a_bytes + st["extra_bytes"]
-            key = np.where(fits.ravel(), np.broadcast_to(byt, fits.shape).ravel(), np.inf)
+            key = np.where(fits, byt, np.inf)
             mn = key.min()
             cand = np.flatnonzero(key <= mn * (1 + 1e-9))
             # equal (reads, padding, steps) -> equal cost for every point: keep the first only
-            sig = np.stack([w_reads.ravel()[cand], x_reads.ravel()[cand], padded.ravel()[cand],
-                            steps.ravel()[cand]], axis=1)
+            sig = np.stack([w_reads[cand], x_reads[cand], padded[cand], steps[cand]], axis=1)
             _, first = np.unique(sig, axis=0, return_index=True)
             cand = cand[np.sort(first)]
-            cand = _prune(cand, w_bytes, np.broadcast_to(a_bytes, fits.shape), padded, steps, st["compute_hidden"])
-            a, b, c = np.unravel_index(cand, tm.shape)
-            tmv, tkv, tnv = cm[a], ck[b], cn[c]
+            cand = _prune(cand, w_bytes, a_bytes, padded, steps, st["compute_hidden"])
+            tmv, tkv, tnv = tm[cand], tk[cand], tn[cand]
             inm = -(-M // tmv)
             ink = -(-K // tkv)
             inn = -(-N // tnv)
@@ -242,9 +253,8 @@ class _LinearPlan:
                 wr = np.where(ink == 1, 1, inm)
                 xr = np.where((ink == 1) & (inm == 1), 1, inn)
             self.orders.append(dict(
-                order=order, w_bytes=w_bytes.ravel()[cand], a_bytes=np.broadcast_to(a_bytes, fits.shape).ravel()[cand],
-                byt=np.broadcast_to(byt, fits.shape).ravel()[cand], padded=padded.ravel()[cand],
-                steps=steps.ravel()[cand], isteps=(inm * ink * inn).astype(np.int64),
+                order=order, w_bytes=w_bytes[cand], a_bytes=a_bytes[cand], byt=byt[cand], padded=padded[cand],
+                steps=steps[cand], isteps=(inm * ink * inn).astype(np.int64),
                 w_traffic=(wr * K * N).astype(np.int64) * wbe,
                 x_traffic=(xr * M * K).astype(np.int64) * abe if st["x_offchip"] else np.zeros(len(cand)),
                 tiles=[f"{st['mode']}:{int(x)}x{int(y)}x{int(z)}/{order}" for x, y, z in zip(tmv, tkv, tnv)],

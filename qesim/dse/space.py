@@ -382,6 +382,8 @@ def _workloads(raw: dict, src: str) -> list[dict]:
             w["setting"] = parse_setting(str(w["setting"])).name
             w["method"] = str(w["method"]).lower()
             w["density"] = float(w["density"])
+            if w["setting"] == "W16A16":
+                w["method"] = "none"  # nothing is quantized, so no adapter is attached (build_graph)
             if w["stage"] == "decode":
                 w["seq_len"] = 1  # one new token per sequence (what the graph records)
             key = tuple(w[k] for k in names)
