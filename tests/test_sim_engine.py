@@ -212,3 +212,37 @@ def test_estimate_cli_cycle_engine_json(capsys):
     assert cyc["ops"][0].keys() == ana["ops"][0].keys()
     assert cyc["cycles"] == pytest.approx(ana["cycles"], rel=0.03)
     assert cyc["bound"] == ana["bound"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.integers(1, 24), lh=st.floats(0, 4000), ld=st.floats(0, 4000), sh=st.floats(0, 4000),
+       sd=st.floats(0, 4000), mpe=st.floats(0, 3000), db=st.booleans())
+def test_two_memories_bounds_and_ddr_bandwidth(toy_hw, steps, lh, ld, sh, sd, mpe, db):
+    # HBM 16 B/cycle, DDR 4 B/cycle: loads of one step go to both channels in parallel
+    hw = toy_hw.with_updates({"ddr": {"bandwidth_gbps": 4, "efficiency": 1.0, "capacity_gib": 1}})
+    load = {k: v for k, v in (("hbm", lh), ("ddr", ld)) if v}
+    store = {k: v for k, v in (("hbm", sh), ("ddr", sd)) if v}
+    s = op(steps=steps, load=load, store=store, mpe=mpe, db=db)
+    t = simulate_schedule(sched(s), hw, max_sim_steps=None).ops[0].cycles
+    Mh, Md = (lh + sh) / 16.0, (ld + sd) / 4.0
+    assert max(Mh, Md, mpe) - 1e-6 <= t <= Mh + Md + mpe + 1e-6
+    faster = hw.with_updates({"ddr.bandwidth_gbps": 8})
+    assert simulate_schedule(sched(s), faster, max_sim_steps=None).ops[0].cycles <= t + 1e-6
+
+
+def test_op_on_missing_memory_is_an_error(toy_hw):
+    with pytest.raises(ValueError, match="ddr"):
+        simulate_schedule(sched(op(steps=1, load={"ddr": 16})), toy_hw)
+
+
+def test_timeline_first_layers_dense_then_moe(toy_hw):
+    # layer block: attention in all 3 layers, a dense FFN in the first layer, MoE in the other two
+    a = op("layer.attn", steps=1, mpe=10, repeat=3)
+    d = op("layer.dense", steps=1, mpe=20, repeat=1)
+    m = op("layer.moe", steps=1, mpe=30, repeat=2)
+    head = op("lm_head", steps=1, mpe=5)
+    r = simulate_schedule(sched(a, d, m, head), toy_hw)
+    seq = [(r.ops[k].name, rep) for k, rep, _, _ in r.instances()]
+    assert seq == [("layer.attn", 0), ("layer.dense", 0), ("layer.attn", 1), ("layer.moe", 0),
+                   ("layer.attn", 2), ("layer.moe", 1), ("lm_head", 0)]
+    assert list(r.instances())[-1][3] == pytest.approx(r.cycles) == pytest.approx(3 * 10 + 20 + 2 * 30 + 5)

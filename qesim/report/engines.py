@@ -134,10 +134,13 @@ def sweep(models: Iterable[str], hw_names: Iterable[str] = HW_NAMES, settings: I
                 for hn, hw in hws.items():
                     cmp = compare_engines(g, hw)
                     wn, wd = cmp.worst
+                    known = cmp.ops.apply(lambda r: why(r).startswith("single-step gather"), axis=1)
+                    rest = cmp.ops.loc[~known, "diff_pct"].abs()
                     rows.append(dict(model=model, stage=stage, setting=setting, method=meth, hw=hn,
                                      analytical_cycles=cmp.analytical_cycles, cycle_cycles=cmp.cycle_cycles,
                                      diff_pct=cmp.diff_pct, worst_op=wn, worst_op_diff_pct=wd,
-                                     ops_beyond_tol=len(cmp.outliers()), events=cmp.events, wall_s=cmp.wall_s))
+                                     ops_beyond_tol=len(cmp.outliers()),
+                                     worst_other_op_abs_diff_pct=float(rest.max()) if len(rest) else 0.0, events=cmp.events, wall_s=cmp.wall_s))
                     for r in cmp.outliers().itertuples():
                         outs.append(dict(model=model, stage=stage, setting=setting, hw=hn, op=r.name, kind=r.kind,
                                          steps=int(r.steps), analytical=r.analytical, cycle=r.cycle,
@@ -168,6 +171,8 @@ def render_markdown(cases: pd.DataFrame, outs: pd.DataFrame, skipped: list) -> s
               f"- per op: {len(outs)} op rows beyond {TOLERANCE_PCT:g}% in {(cases['ops_beyond_tol'] > 0).sum()} cases"
               + (f" (their largest share of the pass: {outs['share_pct'].max():.4f}% of the analytical cycles)"
                  if len(outs) else ""),
+              f"- per op, leaving out the single-step DDR->HBM embedding gathers (point 2 below): max |diff| "
+              f"{cases['worst_other_op_abs_diff_pct'].max():.3f}%",
               f"- simulation: {cases['events'].sum():,} simpy events in {cases['wall_s'].sum():.1f} s "
               f"({cases['events'].sum() / max(cases['wall_s'].sum(), 1e-9):,.0f} events/s)", ""]
     if len(outs):
@@ -187,8 +192,8 @@ def render_markdown(cases: pd.DataFrame, outs: pd.DataFrame, skipped: list) -> s
           "difference vanishes; it is visible only on few-step ops near M ~ C.",
           "2. **Load -> store dependency across memories.** The U280 config gathers embeddings from "
           "DDR and writes them to HBM in one step; the formula takes the busier memory only, the "
-          "simulation must finish the load before the store (about +8% on that op, ~0.01% of a prefill "
-          "pass). Giving the embedding one step per token (or a few) in the planner would remove it.",
+          "simulation must finish the load before the store (+8.4% on that op, at most 0.15% of a prefill "
+          "pass, for the smallest model). Giving the embedding one step per token (or a few) in the planner would remove it.",
           "3. **Macro-steps.** Ops with more than 256 tile steps (decode GEMVs: up to ~10^5) are "
           "replayed as 256 aggregated steps; this over-states the pipeline fill by at most "
           "`min(M,C)*(1/256 - 1/n)`, i.e. < 0.4% of the op (`max_sim_steps=None` replays every tile).",

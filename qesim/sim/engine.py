@@ -14,7 +14,9 @@ Resources (all simpy):
   Loads and stores of one memory **share** its channel: a store queues behind the loads already
   requested, and a load behind an earlier store. This contention is what the analytical formula
   cannot see (it only adds the two into one memory time).
-- **MPE** and **SFU**: servers (:class:`simpy.Resource`, capacity 1). An op's per-step MPE time is
+- **MPE** and **SFU**: servers (:class:`simpy.Resource`, capacity 1) at the whole-chip rate the
+  schedule's cycles already assume (the cores of a FlightLLM-style MPE work on the same op in
+  model parallel, so they are one server here). An op's per-step MPE time is
   0 when the config's stage policy sets ``compute_hidden`` (as in the analytical engine). When
   ``sfu_overlaps`` is set the step holds both units for ``max(mpe, sfu)`` cycles (each unit is
   charged only its own busy time), otherwise MPE then SFU.
@@ -132,21 +134,39 @@ class GraphSimResult:
     def instances(self) -> Iterator[tuple[int, int, float, float]]:
         """(op index, repetition, start, end) in execution order, cycles from the pass start.
 
-        A run of consecutive ops sharing one ``repeat > 1`` is executed as a block ``repeat``
-        times (a decoder layer); other ops run once per their own ``repeat``."""
+        A maximal run of consecutive ops that repeat (``repeat > 1``) or are named ``layer.*``
+        is a decoder-layer block executed ``L`` = max repeat times; an op of the block with
+        ``repeat = r < L`` runs in layers ``[0, r)`` if ``r <= L/2`` else ``[L - r, L)`` (the
+        "first k layers dense, the rest MoE" layout of Kimi/DeepSeek-style models). This only
+        orders the timeline; totals are ``sum(cycles * repeat)`` either way."""
         t = 0.0
         i, n = 0, len(self.ops)
+
+        def in_block(o: OpSimResult) -> bool:
+            return o.repeat > 1 or o.name.startswith("layer.")
+
         while i < n:
-            r = self.ops[i].repeat
             j = i + 1
-            if r > 1:
-                while j < n and self.ops[j].repeat == r:
+            if in_block(self.ops[i]):
+                while j < n and in_block(self.ops[j]):
                     j += 1
-            for rep in range(r):
+            L = max(self.ops[k].repeat for k in range(i, j))
+            for layer in range(L):
                 for k in range(i, j):
-                    d = self.ops[k].cycles
-                    yield k, rep, t, t + d
-                    t += d
+                    r = self.ops[k].repeat
+                    if j - i == 1:
+                        active = True
+                    elif r >= L:
+                        active = True
+                    elif r <= L / 2:
+                        active = layer < r
+                    else:
+                        active = layer >= L - r
+                    if active:
+                        d = self.ops[k].cycles
+                        rep = layer if (j - i == 1 or r >= L or r <= L / 2) else layer - (L - r)
+                        yield k, rep, t, t + d
+                        t += d
             i = j
 
 
