@@ -601,26 +601,35 @@ def refine_qe(qel: QELinear, X: torch.Tensor, W: torch.Tensor, bias: Optional[to
 _WHITEN_CACHE: dict = {}
 
 
+def _whitening_key(X: torch.Tensor, damp: float):
+    """Fingerprint of ``X^T X``: invariant to row order (so a row-permuted/subsampled-then-
+    permuted copy with the same rows hits), sensitive to columns and cross-terms: shape, damping,
+    per-column sums and sums of squares, and the sorted projections ``X r`` on a fixed random
+    ``r``; all float64, hashed.  Costs O(T*in), vs O(T*in^2) for the Gram matrix."""
+    import hashlib
+
+    Xd = X.double()
+    r = torch.randn(X.shape[1], generator=torch.Generator().manual_seed(1234), dtype=torch.float64)
+    h = hashlib.sha1()
+    # column sums rounded to float32: summation order (row permutation) changes the last float64
+    # bits; a rounding-boundary straddle only causes a (harmless) cache miss
+    for t in (Xd.sum(0).float(), (Xd * Xd).sum(0).float(), torch.sort(Xd @ r).values.float()):
+        h.update(t.numpy().tobytes())
+    return (tuple(X.shape), float(damp), h.hexdigest())
+
+
 def _cached_whitening(X: torch.Tensor, damp: float):
-    """``whitening(X, damp)`` memoised for the most recent input (q/k/v and gate/up share one).
-    Keyed by storage pointer, shape and two float64 checksums of the values (so a new tensor
-    reusing freed memory does not hit a stale entry)."""
+    """``whitening(X, damp)`` memoised for the most recent input, so linears that share an input
+    (q/k/v, gate/up) share one Gram matrix + Cholesky (see :func:`_whitening_key`)."""
     from qesim.quant.lowrank import whitening
 
-    key = (
-        X.data_ptr(),
-        tuple(X.shape),
-        float(damp),
-        float(X.sum(dtype=torch.float64)),
-        float((X.double() ** 2).sum()) if X.numel() < 50_000_000 else None,
-    )
+    key = _whitening_key(X, damp)
     hit = _WHITEN_CACHE.get(key)
     if hit is None:
         _WHITEN_CACHE.clear()
         hit = whitening(X, damp=damp)
         _WHITEN_CACHE[key] = hit
     return hit
-
 
 
 def fit_qe(
