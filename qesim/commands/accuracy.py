@@ -81,20 +81,25 @@ def run(args) -> int:
                     ablation_setting=parse_setting(args.ablation_setting).name, sequential=args.sequential,
                     opts=opts)
     say = (lambda s: None) if args.quiet else (lambda s: print(f"[accuracy] {s}", file=sys.stderr, flush=True))
-    res = run_accuracy(cfg, progress=say)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = list(res.rows)
-    for k, v in res.timings.items():
-        rows.append((args.model, "_run", "-", k, v))
-    with open(out / "accuracy.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["model", "method", "setting", "metric", "value"])
-        for r in rows:
-            w.writerow([r[0], r[1], r[2], r[3], f"{r[4]:.6g}" if isinstance(r[4], float) else r[4]])
-    cmd = "qesim accuracy " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv and "accuracy" in sys.argv[1:2] \
-        else "qesim accuracy " + _argline(args)
-    (out / "accuracy.md").write_text(render_markdown(cfg, res, cmd))
+    cmd = "qesim accuracy " + _argline(args)
+
+    def write(res) -> None:
+        rows = list(res.rows)
+        for k, v in res.timings.items():
+            rows.append((args.model, "_run", "-", k, v))
+        tmp = out / "accuracy.csv.tmp"
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["model", "method", "setting", "metric", "value"])
+            for r in rows:
+                w.writerow([r[0], r[1], r[2], r[3], f"{r[4]:.6g}" if isinstance(r[4], float) else r[4]])
+        tmp.replace(out / "accuracy.csv")
+        (out / "accuracy.md").write_text(render_markdown(cfg, res, cmd))
+
+    res = run_accuracy(cfg, progress=say, checkpoint=write)
+    write(res)
     say(f"wrote {out / 'accuracy.csv'} and {out / 'accuracy.md'} (total {res.timings.get('total_s', 0):.0f} s)")
     return 0
 
@@ -158,13 +163,14 @@ def render_markdown(cfg, res, cmd: str) -> str:
             key = f"qe[{a}]" if (f"qe[{a}]", cfg.ablation_setting, primary) in vals else "qe"
             L.append(f"| {lbl} | {vals[(key, cfg.ablation_setting, primary)]:.4g} | "
                      f"{vals.get((key, cfg.ablation_setting, 'block_rel_err_mean'), float('nan')):.4f} |")
-    L += ["", "## Wall times (2-core CPU, torch threads = 2)", "", "| method | " + " | ".join(cfg.settings) + " |",
+    L += ["", "## Wall times (2-core CPU, torch threads = 2; CPU = process CPU seconds, less sensitive to other load on the box)", "", "| method | " + " | ".join(cfg.settings) + " |",
           "|---|" + "---|" * len(cfg.settings)]
     for m in methods:
         cells = []
         for s in cfg.settings:
             q, e = vals.get((m, s, "quant_s")), vals.get((m, s, "eval_s"))
-            cells.append("—" if q is None else f"quant {q:.1f} s + eval {e:.1f} s")
+            qc, ec = vals.get((m, s, "quant_cpu_s")), vals.get((m, s, "eval_cpu_s"))
+            cells.append("—" if q is None else f"quant {q:.1f} s + eval {e:.1f} s (CPU {qc:.0f} + {ec:.0f} s)")
         L.append(f"| {m} | " + " | ".join(cells) + " |")
     L.append("")
     L.append("Run: " + ", ".join(f"{k} {v:.1f} s" for k, v in res.timings.items()) + ".")

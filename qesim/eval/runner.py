@@ -64,7 +64,9 @@ class RunResult:
     info: dict = field(default_factory=dict)
 
 
-def run_accuracy(cfg: RunConfig, progress: Callable[[str], None] = lambda s: None) -> RunResult:
+def run_accuracy(cfg: RunConfig, progress: Callable[[str], None] = lambda s: None,
+                 checkpoint: Optional[Callable[[RunResult], None]] = None) -> RunResult:
+    """Run the grid; ``checkpoint(res)`` is called after every finished run (partial results)."""
     torch.set_num_threads(2)
     torch.manual_seed(cfg.seed)
     res = RunResult()
@@ -121,10 +123,14 @@ def run_accuracy(cfg: RunConfig, progress: Callable[[str], None] = lambda s: Non
         runs += [(f"qe[{a}]", cfg.ablation_setting, {"qe_ablation": a}) for a in QE_ABLATIONS
                  if not (a == "full" and "qe" in cfg.methods and cfg.ablation_setting in cfg.settings)]
     opts_base = dict(cfg.opts, rank=cfg.rank, seed=cfg.seed, sequential=cfg.sequential)
+    if lm.kind == "causal":  # AWQ grid search on 2 x 128 calibration tokens (cost: 20 x 3 groups x 30 blocks)
+        opts_base.setdefault("awq_batches", 1)
+        opts_base.setdefault("awq_seqs", 2)
+    res.info["awq_search"] = f"{opts_base.get('awq_batches', 2)} mini-batch(es), {opts_base.get('awq_seqs', 'all')} seq each"
     for label, setting, extra in runs:
         method = "qe" if label.startswith("qe") else label
         st = parse_setting(setting)
-        t = time.time()
+        t, c = time.time(), time.process_time()
         try:
             qm, rep = quantize_model(model, method, st, calib, **opts_base, **extra)
         except Exception as e:  # a failed run is reported, not hidden
@@ -132,11 +138,11 @@ def run_accuracy(cfg: RunConfig, progress: Callable[[str], None] = lambda s: Non
             progress(f"{label} {st.name} FAILED: {e}")
             log.debug(traceback.format_exc())
             continue
-        tq = time.time() - t
-        t = time.time()
+        tq, cq = time.time() - t, time.process_time() - c
+        t, c = time.time(), time.process_time()
         mets = evaluate(qm)
         errs = probe.errors(qm)
-        te = time.time() - t
+        te, ce = time.time() - t, time.process_time() - c
         for line in rep.get("log", []):
             res.notes.append(f"{label} {st.name}: {line}")
         for k, v in mets.items():
@@ -147,7 +153,13 @@ def run_accuracy(cfg: RunConfig, progress: Callable[[str], None] = lambda s: Non
             res.rows.append((cfg.model, label, st.name, f"block_rel_err.{i}", e))
         res.rows.append((cfg.model, label, st.name, "quant_s", tq))
         res.rows.append((cfg.model, label, st.name, "eval_s", te))
+        res.rows.append((cfg.model, label, st.name, "quant_cpu_s", cq))
+        res.rows.append((cfg.model, label, st.name, "eval_cpu_s", ce))
         progress(f"{label:>28s} {st.name}: {mets}  block_err {statistics.fmean(errs):.4f}  quant {tq:.1f} s  eval {te:.1f} s")
         del qm
+        res.timings["total_s"] = time.time() - t_all
+        if checkpoint is not None:
+            checkpoint(res)
     res.timings["total_s"] = time.time() - t_all
+    res.timings["total_cpu_s"] = time.process_time()
     return res

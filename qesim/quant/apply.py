@@ -44,7 +44,8 @@ def quantize_model(model: nn.Module, method: str, setting: QuantSetting | str, c
     qmodel = model if opts.get("inplace") else copy.deepcopy(model)
     arch = get_arch(qmodel)
     sequential = bool(opts.get("sequential", False))
-    awq_batches = int(opts.get("awq_batches", 2))
+    awq_batches = int(opts.get("awq_batches", 2))  # AWQ searches on these calibration mini-batches
+    # (and on at most ``awq_seqs`` sequences of each, if given)
     log: list[str] = []
     cur = calib.block_inputs[0]
     for i in range(arch.num_blocks):
@@ -63,6 +64,7 @@ def quantize_model(model: nn.Module, method: str, setting: QuantSetting | str, c
             if method in NEEDS_CALLS:
                 _, _, calls = run_block(block, inputs[:awq_batches], capture_calls=_inspect_modules(arch, i, block),
                                         max_call_batches=awq_batches)
+        calls = _limit_calls(calls, opts.get("awq_seqs"))
         ctx = BlockContext(arch=arch, index=i, block=block, linears=linears, X=X, batch_tokens=batch_tokens,
                            setting=setting, opts=dict(opts), calls=calls, log=log)
         repl = fn(ctx)
@@ -73,6 +75,35 @@ def quantize_model(model: nn.Module, method: str, setting: QuantSetting | str, c
     report = {"method": method, "setting": setting.name, "seconds": time.time() - t0, "log": log,
               "sequential": sequential}
     return qmodel, report
+
+
+def _slice_batch(obj, n: int, B: int):
+    if torch.is_tensor(obj):
+        return obj[:n] if obj.dim() > 0 and obj.shape[0] == B and B > n else obj
+    if isinstance(obj, tuple):
+        return tuple(_slice_batch(o, n, B) for o in obj)
+    if isinstance(obj, list):
+        return [_slice_batch(o, n, B) for o in obj]
+    if isinstance(obj, dict):
+        return {k: _slice_batch(v, n, B) for k, v in obj.items()}
+    return obj
+
+
+def _limit_calls(calls: dict, n_seq: int | None) -> dict:
+    """Keep the first ``n_seq`` sequences of each recorded sub-module call (AWQ search cost)."""
+    if not n_seq:
+        return calls
+    out = {}
+    for name, lst in calls.items():
+        new = []
+        for args, kwargs in lst:
+            B = args[0].shape[0] if args and torch.is_tensor(args[0]) and args[0].dim() == 3 else None
+            if B is None:
+                new.append((args, kwargs))
+            else:
+                new.append((_slice_batch(args, n_seq, B), _slice_batch(kwargs, n_seq, B)))
+        out[name] = new
+    return out
 
 
 def _inspect_modules(arch, i, block):

@@ -1,0 +1,106 @@
+"""Export a quantized torch model as a qesim layer graph (``qesim.graph.ir.LayerGraph``).
+
+The graph's shapes come from the model's HF config (``spec_from_hf_config``) and its bitwidths
+from the quantizer setting; the adapters attached to each decoder linear come from the quantized
+modules themselves:
+
+* ``QuantLinear`` with a low-rank pair (LQER/ASER): ``shared_rank = rank``, no router;
+* ``QELinear`` (QE): ``adapter_spec()`` — shared rank, Nr, routed rank, router — plus the
+  routing statistics MEASURED on held-out tokens (the ``routing_counts`` accumulated by the
+  forwards run after :func:`reset_routing`). The graph stores each decoder op once with
+  ``repeat = layers``, so per-op stats aggregate the layers: ``tokens_per_expert`` = sum over
+  layers of the tokens routed to expert i, ``touched_per_batch`` = mean over layers of the mean
+  number of distinct experts touched per ``batch_tokens`` consecutive tokens. Per-layer detail
+  goes to ``graph.meta['routing_per_layer']`` (a JSON string: op -> list over layers of
+  ``{"tokens_per_expert": [...], "touched_per_batch": x}``).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from typing import Any, Optional
+
+import torch.nn as nn
+
+from qesim.quant.model_utils import get_arch
+
+#: our method names -> graph method names (adapter structure)
+GRAPH_METHOD = {"rtn": "rtn", "smoothquant": "smoothquant", "awq": "awq", "gptq": "gptq", "lqer": "lqer",
+                "aser": "aser", "qe": "qe", "fp": "none", "none": "none"}
+
+
+def _is_qe(m: nn.Module) -> bool:
+    return hasattr(m, "routing_counts") and hasattr(m, "adapter_spec")
+
+
+def reset_routing(model: nn.Module) -> None:
+    for m in model.modules():
+        if _is_qe(m):
+            m.reset_routing_counts()
+
+
+def collect_adapters(model: nn.Module, batch_tokens: int = 128) -> tuple[dict[str, dict], dict[str, list]]:
+    """Per graph op: aggregated LowRankAdapters fields (or {} when the op has no adapters), and
+    the per-layer detail."""
+    from qesim.graph.builders import graph_op_name
+
+    arch = get_arch(model)
+    per_op: dict[str, list] = {}
+    for i in range(arch.num_blocks):
+        for short, path in arch.linear_paths.items():
+            mod = arch.blocks[i].get_submodule(path)
+            op = graph_op_name(f"layers.{i}.{path}")
+            if op is None:
+                continue
+            if _is_qe(mod):
+                spec = mod.adapter_spec(batch_tokens)
+            elif getattr(mod, "A", None) is not None and mod.A.shape[1] > 0:
+                spec = {"shared_rank": int(mod.A.shape[1]), "routed_experts": 0, "routed_rank": 0, "router": False,
+                        "adapter_bits": 16}
+            else:
+                spec = None
+            per_op.setdefault(op, []).append(spec)
+    agg: dict[str, dict] = {}
+    for op, specs in per_op.items():
+        if all(s is None for s in specs):
+            agg[op] = {}
+            continue
+        s0 = next(s for s in specs if s is not None)
+        out = {k: v for k, v in s0.items() if k != "routing"}
+        routed = [s.get("routing") for s in specs if s is not None and s.get("routing")]
+        if out.get("routed_experts") and routed:
+            n = out["routed_experts"]
+            tot = [sum(r["tokens_per_expert"][e] for r in routed) for e in range(n)]
+            touched = [r["touched_per_batch"] for r in routed if r.get("touched_per_batch") is not None]
+            out["routing"] = {"tokens_per_expert": tot, "batch_tokens": batch_tokens,
+                              "touched_per_batch": statistics.fmean(touched) if touched else None}
+        agg[op] = out
+    return agg, per_op
+
+
+def export_graph(model: nn.Module, *, method: str, setting: str, name: str, stage: str = "prefill",
+                 seq_len: int = 128, context_len: int = 0, batch: int = 1, batch_tokens: int = 128,
+                 meta: Optional[dict[str, Any]] = None):
+    """Build the LayerGraph of ``model`` (quantized by ``method`` at ``setting``)."""
+    from qesim.graph.builders import build_graph
+    from qesim.graph.presets import spec_from_hf_config
+
+    spec = spec_from_hf_config(model.config, name=name)
+    agg, per_op = collect_adapters(model, batch_tokens)
+    gm = GRAPH_METHOD.get(method, method)
+    overrides = {op: {"adapters": fields} if fields else {"adapters": None} for op, fields in agg.items()}
+    if setting.upper() == "W16A16":
+        overrides = {}
+    g = build_graph(spec, stage=stage, seq_len=seq_len, context_len=context_len, batch=batch, setting=setting,
+                    method=gm, linear_overrides=overrides)
+    m = dict(meta or {})
+    m["quantizer"] = method
+    m["source_model"] = name
+    routing = {op: [s.get("routing") if s else None for s in specs] for op, specs in per_op.items()
+               if any(s and s.get("routing") for s in specs)}
+    if routing:
+        m["routing_per_layer"] = json.dumps(routing, separators=(",", ":"))
+        m["routing_measured_on"] = m.get("routing_measured_on", "held-out evaluation tokens")
+    g.meta.update(m)
+    return g
