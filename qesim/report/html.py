@@ -1,0 +1,292 @@
+"""One static HTML page (tables + PNGs, no server, no external assets) gathering qesim's reports.
+
+Sections, each skipped with a note when its input is missing:
+
+1. QE Table 8 reproduced (re-run through ``qesim.report.table8``), its orderings and decode speedups;
+2. quantizers' accuracy vs speed (``accuracy.csv`` from ``qesim accuracy``, joined with speedups
+   computed here);
+3. a design-space sweep (``sweep.parquet`` from ``qesim sweep``): summary, Pareto fronts, plots;
+4. per-op views on the DSE base config: roofline, shape x bit-width speedup heatmaps, latency
+   breakdowns;
+5. whole-request inference and analytical-vs-cycle engine reports, if present, plus any other
+   PNG figures found next to the page.
+
+Figures go to ``OUT/index_files/``; the page is ``OUT/index.html``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1250px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.6em}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}h3{font-size:1.05em}
+table{border-collapse:collapse;font-size:.82em;margin:.6em 0 1em}
+th,td{border:1px solid #ccc;padding:.2em .5em;text-align:right}th{background:#f3f3f3}
+td:first-child,th:first-child{text-align:left}
+img{max-width:100%;border:1px solid #eee;margin:.5em 0}
+.note{color:#555;font-size:.9em}.skip{color:#a15c00;background:#fff6e5;padding:.4em .6em;border-left:3px solid #e0a000}
+code{background:#f5f5f5;padding:0 .2em}nav a{margin-right:1em}
+"""
+
+# marks the page once its images have loaded (used by the headless-browser test)
+CHECK_JS = """
+window.addEventListener('load', function () {
+  var imgs = document.images, ok = 0, bad = 0;
+  for (var i = 0; i < imgs.length; i++) {
+    if (imgs[i].complete && imgs[i].naturalWidth > 0) ok++; else bad++;
+  }
+  document.body.setAttribute('data-images-ok', ok);
+  document.body.setAttribute('data-images-broken', bad);
+});
+"""
+
+
+def _table(df: pd.DataFrame, floatfmt: str = "{:.4g}", max_rows: int = 60, cls: str = "") -> str:
+    more = ""
+    if len(df) > max_rows:
+        more = f'<p class="note">first {max_rows} of {len(df)} rows</p>'
+        df = df.head(max_rows)
+    body = df.to_html(index=False, border=0, classes=cls or None, na_rep="",
+                      float_format=lambda v: floatfmt.format(v))
+    return body + more
+
+
+def _img(rel: str, alt: str) -> str:
+    return f'<p><img src="{html.escape(rel)}" alt="{html.escape(alt)}"></p>'
+
+
+def _skip(msg: str) -> str:
+    return f'<p class="skip">Skipped: {html.escape(msg)}</p>'
+
+
+def _p(text: str) -> str:
+    return f"<p>{text}</p>"
+
+
+# ----------------------------------------------------------------------------- sections
+def section_table8(hw_name: str) -> str:
+    from qesim.hw.loader import load_hw
+    from qesim.report.table8 import CSV_COLUMNS, orderings, reproduce
+
+    hw = load_hw(hw_name)
+    main = reproduce(hw)
+    dec = reproduce(hw, stage="decode", tokens=1)
+    ords = orderings(main)
+    out = [f"<h2 id='table8'>QE Table 8 reproduced on <code>{html.escape(hw.name)}</code></h2>",
+           _p("NPU speedup of a QE linear (32 shared + 8 routed rank-32 experts, top-1, router) over the fp16 "
+              "linear, prefill s = 128, re-computed now by the analytical model (the same code as "
+              f"<code>qesim reproduce table8 --hw {html.escape(hw_name)}</code>; nothing is fitted to the paper)."),
+           _table(main[CSV_COLUMNS + ["bound"]]),
+           _p(f"Max |error| {main.error_pct.abs().max():.2f} %, mean |error| {main.error_pct.abs().mean():.2f} %."),
+           "<ul>" + "".join(f"<li>{html.escape(n)}: {'holds' if ok else '<b>violated</b>'}</li>" for n, ok in ords)
+           + "</ul>",
+           "<h3>Decode speedups (s = 1; the paper reports none)</h3>",
+           _table(dec[["in_features", "out_features", "setting", "qesim_speedup", "bound"]])]
+    return "\n".join(out)
+
+
+def _primary_metric(acc: pd.DataFrame) -> tuple[Optional[str], bool]:
+    timing = {"quant_s", "eval_s"}
+    metrics = [m for m in dict.fromkeys(acc["metric"]) if m not in timing]
+    if not metrics:
+        return None, True
+    for m in metrics:
+        if "ppl" in m.lower() or "perplex" in m.lower() or "loss" in m.lower() or "err" in m.lower():
+            return m, True
+    return metrics[0], False
+
+
+def section_accuracy(acc_path: Path, figdir: Path, rel: str, hw_name: str, model: str) -> str:
+    head = "<h2 id='accuracy'>Quantizers: accuracy vs speed</h2>"
+    if not acc_path.exists():
+        return head + _skip(f"{acc_path} not found (produce it with `qesim accuracy --out {acc_path.parent}`).")
+    from qesim.graph.builders import build_graph
+    from qesim.graph.settings import METHODS
+    from qesim.hw.loader import load_hw
+    from qesim.perf.model import speedup
+
+    acc = pd.read_csv(acc_path)
+    need = {"model", "method", "setting", "metric", "value"}
+    if not need <= set(acc.columns):
+        return head + _skip(f"{acc_path} lacks columns {sorted(need - set(acc.columns))}.")
+    acc = acc[~acc["method"].astype(str).str.startswith("_")]
+    metric, lower = _primary_metric(acc)
+    wide = acc.pivot_table(index=["model", "method", "setting"], columns="metric", values="value",
+                           aggfunc="first").reset_index()
+    wide.columns.name = None
+    hw = load_hw(hw_name)
+    speeds = {}
+    for s, m in {(r.setting, r.method) for r in wide.itertuples()}:
+        ms = str(m).lower()
+        try:
+            if ms not in METHODS:
+                raise ValueError(ms)
+            sp = {}
+            for stage, kw in (("prefill", dict(seq_len=128)), ("decode", dict(context_len=512))):
+                q = build_graph(model, stage=stage, setting=str(s), method=ms, **kw)
+                b = build_graph(model, stage=stage, **kw)
+                sp[stage] = speedup(b, q, hw)
+            speeds[(s, m)] = sp
+        except Exception:  # a method or setting the graph builder does not model (e.g. fp16 rows)
+            speeds[(s, m)] = {"prefill": float("nan"), "decode": float("nan")}
+    wide["prefill_speedup"] = [speeds[(r.setting, r.method)]["prefill"] for r in wide.itertuples()]
+    wide["decode_speedup"] = [speeds[(r.setting, r.method)]["decode"] for r in wide.itertuples()]
+    out = [head, _p(f"Accuracy from <code>{html.escape(str(acc_path))}</code> (model(s): "
+                    f"{html.escape(', '.join(map(str, wide['model'].unique())))}); speed: the same method and "
+                    f"setting on <code>{html.escape(model)}</code> shapes on <code>{html.escape(hw.name)}</code> "
+                    "(prefill s = 128, decode at context 512), over W16A16. Methods the graph builder does not "
+                    "model have no speed."),
+           _table(wide)]
+    if metric is not None:
+        from qesim.report.plots import accuracy_speed_plot
+
+        tab = wide.dropna(subset=[metric, "decode_speedup"])
+        if len(tab):
+            p = accuracy_speed_plot(tab, metric, "decode_speedup", figdir / "accuracy_vs_speed.png", lower)
+            out.append(_img(f"{rel}/{p.name}", "accuracy vs speedup"))
+    return "\n".join(out)
+
+
+def section_sweep(sweep_dir: Optional[Path], figdir: Path, rel: str) -> str:
+    head = "<h2 id='sweep'>Design-space sweep</h2>"
+    if sweep_dir is None or not (Path(sweep_dir) / "sweep.parquet").exists():
+        return head + _skip("no sweep result (run `qesim sweep hw_configs/sweeps/flightllm-dse.yaml --out "
+                            "reports/sweep`, then pass `--sweep reports/sweep`).")
+    import json
+
+    from qesim.dse.pareto import pareto_front
+    from qesim.dse.runner import read_sweep
+    from qesim.dse.space import WORKLOAD_FIELDS
+    from qesim.report.plots import pareto_plot, sweep_sensitivity_plot
+
+    df = read_sweep(sweep_dir)
+    man = json.loads((Path(sweep_dir) / "manifest.json").read_text())
+    axes = list(man.get("hw_axes", []))
+    out = [head, _p(f"<code>{html.escape(str(man.get('source')))}</code> on base <code>{html.escape(man['base'])}"
+                    f"</code>: {len(df)} points ({man.get('sampling')}), hardware axes "
+                    f"{', '.join('<code>' + html.escape(a) + '</code>' for a in axes) or '(none)'}. "
+                    f"Rows: <code>{html.escape(str(Path(sweep_dir) / 'sweep.parquet'))}</code>.")]
+    p = pareto_plot(df, figdir / "sweep_pareto.png")
+    out.append(_img(f"{rel}/{p.name}", "Pareto: latency vs SRAM vs MPE size"))
+    if axes:
+        p2 = sweep_sensitivity_plot(df, axes, figdir / "sweep_sensitivity.png")
+        out.append(_img(f"{rel}/{p2.name}", "speedup vs swept axes"))
+    summ = df.groupby(list(WORKLOAD_FIELDS), sort=False).agg(
+        points=("point_id", "size"), latency_ms_min=("latency_s", lambda v: 1e3 * v.min()),
+        latency_ms_max=("latency_s", lambda v: 1e3 * v.max()), speedup_min=("speedup", "min"),
+        speedup_max=("speedup", "max"), bound=("bound", lambda v: ", ".join(f"{k} {c}" for k, c in
+                                                                           v.value_counts().items()))).reset_index()
+    out += ["<h3>Per workload</h3>", _table(summ.drop(columns=["batch", "density"]))]
+    front = pareto_front(df, {"latency_s": "min", "sram_bytes": "min", "mpe_macs_per_cycle": "min"},
+                         by=list(WORKLOAD_FIELDS))
+    cols = ["setting", "method", "stage"] + axes + ["latency_s", "tokens_per_s", "speedup", "bound", "sram_bytes",
+                                                     "mpe_macs_per_cycle"]
+    out += [f"<h3>Pareto fronts (latency, SRAM, MPE size; {len(front)} of {len(df)} points)</h3>",
+            _table(front[[c for c in cols if c in front.columns]], max_rows=40)]
+    return "\n".join(out)
+
+
+def section_per_op(hw_name: str, model: str, figdir: Path, rel: str) -> str:
+    from qesim.graph.builders import build_graph
+    from qesim.hw.loader import load_hw
+    from qesim.report.plots import latency_breakdown, latency_breakdown_plot, roofline_plot, speedup_heatmap
+
+    hw = load_hw(hw_name)
+    out = [f"<h2 id='perop'>Per-op views: {html.escape(model)} on <code>{html.escape(hw.name)}</code></h2>"]
+    graphs = [build_graph(model, stage="prefill", seq_len=128, setting="W4A8", method="qe"),
+              build_graph(model, stage="decode", context_len=512, setting="W4A8", method="qe")]
+    p = roofline_plot(graphs, hw, figdir / "roofline.png")
+    out += ["<h3>Roofline per op (W4A8 + QE)</h3>", _img(f"{rel}/{p.name}", "roofline per op")]
+    p, grids = speedup_heatmap(hw, figdir / "speedup_heatmap.png")
+    out += ["<h3>Single-linear speedup over fp16: shape x bit-width (QE adapters)</h3>",
+            _img(f"{rel}/{p.name}", "speedup heatmap")]
+    for stage, g in grids.items():
+        out += [f"<p class='note'>{stage}</p>", _table(g.reset_index(), floatfmt="{:.3f}")]
+    combos = [("W16A16", "none"), ("W4A8", "none"), ("W4A8", "qe"), ("W3A16", "none"), ("W3A16", "qe")]
+    bd = latency_breakdown(model, hw, combos)
+    p = latency_breakdown_plot(bd, figdir / "latency_breakdown.png",
+                               f"{model} on {hw.name}: latency per op category (prefill s=128, decode ctx=512)")
+    wide = bd.pivot_table(index=["stage", "config"], columns="category", values="ms", sort=False).reset_index()
+    wide.columns.name = None
+    out += ["<h3>Latency breakdown (ms per pass)</h3>", _img(f"{rel}/{p.name}", "latency breakdown"),
+            _table(wide, floatfmt="{:.2f}")]
+    return "\n".join(out)
+
+
+def section_existing(out_dir: Path, own_figs: set) -> str:
+    parts = ["<h2 id='others'>Inference and engine reports</h2>"]
+    found = False
+    for stem, title in (("inference", "Whole-request inference (qesim inference)"),
+                        ("engines", "Analytical vs cycle engine (qesim compare-engines)"),
+                        ("moe_speedup", "MoE speedups")):
+        csv = out_dir / f"{stem}.csv"
+        md = out_dir / f"{stem}.md"
+        if not csv.exists() and not md.exists():
+            parts.append(_skip(f"{stem}.csv / {stem}.md not found in {out_dir}."))
+            continue
+        found = True
+        parts.append(f"<h3>{html.escape(title)}</h3>")
+        if md.exists():
+            parts.append(f'<p class="note">Full text: <a href="{html.escape(md.name)}">{html.escape(md.name)}</a></p>')
+        if csv.exists():
+            try:
+                parts.append(_table(pd.read_csv(csv), max_rows=40))
+            except Exception as e:  # a malformed CSV is reported, not fatal
+                parts.append(_skip(f"{csv.name}: unreadable ({e})."))
+    pngs = sorted(p for p in out_dir.glob("*.png") if p.name not in own_figs)
+    if pngs:
+        found = True
+        parts.append("<h3>Other figures</h3>")
+        for p in pngs:
+            parts += [f"<p class='note'>{html.escape(p.name)}</p>", _img(p.name, p.stem)]
+    return "\n".join(parts) if found or len(parts) > 1 else ""
+
+
+# ----------------------------------------------------------------------------- page
+def build_report(out_dir: str | Path, sweep_dir: Optional[str | Path] = None, *, table8_hw: str = "qe-paper-npu",
+                 dse_hw: str = "flightllm-u280", model: str = "qwen2vl-7b",
+                 accuracy_csv: Optional[str | Path] = None, command: Optional[str] = None) -> Path:
+    """Write ``OUT/index.html`` and its figures; return the page's path."""
+    out_dir = Path(out_dir)
+    figdir = out_dir / "index_files"
+    figdir.mkdir(parents=True, exist_ok=True)
+    rel = figdir.name
+    acc = Path(accuracy_csv) if accuracy_csv else out_dir / "accuracy.csv"
+    cmd = command or "qesim " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    sections = [
+        section_table8(table8_hw),
+        section_accuracy(acc, figdir, rel, dse_hw, model),
+        section_sweep(Path(sweep_dir) if sweep_dir else None, figdir, rel),
+        section_per_op(dse_hw, model, figdir, rel),
+        section_existing(out_dir, set()),
+    ]
+    nav = " ".join(f'<a href="#{a}">{t}</a>' for a, t in (("table8", "Table 8"), ("accuracy", "Accuracy vs speed"),
+                                                          ("sweep", "Sweep"), ("perop", "Per-op"),
+                                                          ("others", "Other reports")))
+    when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>qesim report</title>
+<style>{CSS}</style><script>{CHECK_JS}</script></head>
+<body>
+<h1>qesim report</h1>
+<p class="note">Generated by <code>{html.escape(cmd)}</code> at {when}. Regenerate; do not edit.
+Table 8 on <code>{html.escape(table8_hw)}</code>; per-op views and quantizer speeds on
+<code>{html.escape(dse_hw)}</code> with <code>{html.escape(model)}</code>. Every number comes from the
+analytical model under the named config's written assumptions (see <code>hw_configs/</code>).</p>
+<nav>{nav}</nav>
+{''.join(sections)}
+</body></html>
+"""
+    path = out_dir / "index.html"
+    tmp = path.with_suffix(".html.tmp")
+    tmp.write_text(page)
+    tmp.replace(path)
+    return path
