@@ -393,7 +393,7 @@ class QELinear(nn.Module):
     def route(self, xq: torch.Tensor) -> torch.Tensor:
         """Expert index per token ``[T]``: ``argmin_i l_i`` (or uniform random for the ablation)."""
         if self.random_routing:
-            return torch.randint(self.n_routed, (xq.shape[0],), generator=self._rng)
+            return torch.randint(self.n_routed, (xq.shape[0],), generator=self._rng).to(xq.device)
         return self.router_scores(xq).argmin(dim=1)
 
     def expert_outputs(self, xq: torch.Tensor) -> torch.Tensor:
