@@ -40,6 +40,8 @@ def register(sub) -> None:
     p.add_argument("--sequential", action="store_true", help="calibrate block i+1 on quantized blocks' outputs")
     p.add_argument("--qe-refine", action="store_true", help="QE: run the routed-expert refinement (Sec. 7.2)")
     p.add_argument("--qe-max-tokens", type=int, default=None, help="QE: cap calibration tokens per linear")
+    p.add_argument("--speed-from", metavar="CSV", default=None,
+                   help="do not run: write OUT/speed_vs_accuracy.{csv,md,png} from an existing accuracy.csv")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)
 
@@ -49,6 +51,15 @@ def _split(s: str) -> list[str]:
 
 
 def run(args) -> int:
+    if args.speed_from:
+        from qesim.eval.speed import write_speed_report
+
+        src = Path(args.speed_from)
+        if not src.exists():
+            raise InputError(f"--speed-from: {src} not found")
+        paths = write_speed_report(src, Path(args.out), f"qesim accuracy --speed-from {src} --out {args.out}")
+        print("wrote " + ", ".join(map(str, paths)), file=sys.stderr)
+        return 0
     from qesim.quant.methods import ALL_METHODS
     from qesim.quant.primitives import parse_setting
 
