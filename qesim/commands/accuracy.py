@@ -42,6 +42,9 @@ def register(sub) -> None:
     p.add_argument("--qe-max-tokens", type=int, default=None, help="QE: cap calibration tokens per linear")
     p.add_argument("--speed-from", metavar="CSV", default=None,
                    help="do not run: write OUT/speed_vs_accuracy.{csv,md,png} from an existing accuracy.csv")
+    p.add_argument("--merge", metavar="CSV,CSV", default=None,
+                   help="do not run: merge accuracy.csv files of separate runs (same model, calibration and "
+                        "evaluation sets) into OUT/accuracy.{csv,md}; the first file wins on duplicates")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)
 
@@ -60,6 +63,8 @@ def run(args) -> int:
         paths = write_speed_report(src, Path(args.out), f"qesim accuracy --speed-from {src} --out {args.out}")
         print("wrote " + ", ".join(map(str, paths)), file=sys.stderr)
         return 0
+    if args.merge:
+        return _merge(args)
     from qesim.quant.methods import ALL_METHODS
     from qesim.quant.primitives import parse_setting
 
@@ -112,6 +117,64 @@ def run(args) -> int:
     res = run_accuracy(cfg, progress=say, checkpoint=write)
     write(res)
     say(f"wrote {out / 'accuracy.csv'} and {out / 'accuracy.md'} (total {res.timings.get('total_s', 0):.0f} s)")
+    return 0
+
+
+def _merge(args) -> int:
+    from qesim.eval.runner import RunConfig, RunResult
+
+    srcs = [Path(x) for x in _split(args.merge)]
+    seen, rows, notes = set(), [], []
+    order_m, order_s = [], []
+    for src in srcs:
+        if not src.exists():
+            raise InputError(f"--merge: {src} not found")
+        for r in csv.DictReader(open(src)):
+            m, s = r["method"], r["setting"]
+            if m == "_run":
+                m, s = "_run", str(src.parent.name)
+            key = (r["model"], m, s, r["metric"])
+            if key in seen:
+                continue
+            seen.add(key)
+            rows.append((r["model"], m, s, r["metric"], float(r["value"])))
+            if m not in ("_run", "fp") and m not in order_m:
+                order_m.append(m)
+            if m not in ("_run", "fp") and s not in order_s:
+                order_s.append(s)
+        notes.append(f"merged from {src}")
+        md = src.with_suffix(".md")
+        if md.exists():
+            txt = md.read_text()
+            for line in txt.splitlines():
+                if line.startswith("Produced by:") or line.startswith("Calibration/evaluation:"):
+                    notes.append(f"{src.parent.name}: {line}")
+                if line.startswith("- ") and ("FAILED" in line or "skipped" in line or "fallback" in line):
+                    notes.append(f"{src.parent.name}: {line[2:]}")
+    models = {r[0] for r in rows}
+    if len(models) != 1:
+        raise InputError(f"--merge: files hold {len(models)} models ({', '.join(sorted(models))}); need one")
+    pref = ["rtn", "smoothquant", "awq", "gptq", "lqer", "aser", "qe"]
+    order_m.sort(key=lambda m: (pref.index(m) if m in pref else len(pref), m))
+    s_pref = ["W4A6", "W4A8", "W3A16"]
+    order_s.sort(key=lambda s: (s_pref.index(s) if s in s_pref else len(s_pref), s))
+    qe_variants = [m for m in order_m if m.startswith("qe[")]
+    cfg = RunConfig(model=models.pop(), methods=[m for m in order_m if not m.startswith("qe[")], settings=order_s,
+                    ablation=bool(qe_variants))
+    res = RunResult(rows=[r for r in rows if r[1] != "_run"], notes=notes)
+    res.info = {"runs": len(srcs)}
+    for r in rows:
+        if r[1] == "_run":
+            res.timings[f"{r[2]}.{r[3]}"] = r[4]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "accuracy.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["model", "method", "setting", "metric", "value"])
+        for r in rows:
+            w.writerow([r[0], r[1], r[2], r[3], f"{r[4]:.6g}"])
+    (out / "accuracy.md").write_text(render_markdown(cfg, res, f"qesim accuracy --merge {args.merge} --out {args.out}"))
+    print(f"wrote {out / 'accuracy.csv'} and {out / 'accuracy.md'}", file=sys.stderr)
     return 0
 
 
