@@ -43,7 +43,7 @@ def register(sub) -> None:
 
 def run_all(args) -> int:
     from qesim.graph.presets import preset_names
-    from qesim.report.engines import exact_replay_check, render_markdown, sweep
+    from qesim.report.engines import exact_replay_check, render_markdown, sweep, variant_rows
 
     models = args.models.split(",") if args.models else preset_names()
     unknown = sorted(set(models) - set(preset_names()))
@@ -55,7 +55,8 @@ def run_all(args) -> int:
     cases.to_csv(out / "engines.csv", index=False)
     outs.to_csv(out / "engines_outliers.csv", index=False)
     exact = exact_replay_check() if "llama2-7b" in models else None
-    (out / "engines.md").write_text(render_markdown(cases, outs, skipped, exact))
+    variants = variant_rows() if "llama2-7b" in models else None
+    (out / "engines.md").write_text(render_markdown(cases, outs, skipped, exact, variants))
     e2e = cases["diff_pct"].abs()
     print(f"{len(cases)} cases: end-to-end max |diff| {e2e.max():.3f}%, {len(outs)} op rows beyond 3%; "
           f"wrote {out / 'engines.md'}, {out / 'engines.csv'}, {out / 'engines_outliers.csv'}")
