@@ -26,7 +26,7 @@ from qesim.quant.primitives import parse_setting
 
 log = logging.getLogger(__name__)
 
-QE_ABLATIONS = ["se_only", "re_only", "se_random_routing", "se_random_clustering", "full"]
+QE_ABLATIONS = ["full", "se_only", "re_only", "se_random_routing", "se_random_clustering"]  # run order
 ABLATION_LABELS = {"se_only": "SE only", "re_only": "REs only", "se_random_routing": "SE + REs (random routing)",
                    "se_random_clustering": "SE + REs (random clustering)", "full": "SE + REs (QE)"}
 
