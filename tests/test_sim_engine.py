@@ -246,3 +246,17 @@ def test_timeline_first_layers_dense_then_moe(toy_hw):
     assert seq == [("layer.attn", 0), ("layer.dense", 0), ("layer.attn", 1), ("layer.moe", 0),
                    ("layer.attn", 2), ("layer.moe", 1), ("lm_head", 0)]
     assert list(r.instances())[-1][3] == pytest.approx(r.cycles) == pytest.approx(3 * 10 + 20 + 2 * 30 + 5)
+
+
+def test_memo_reuses_identical_ops_exactly():
+    hw = load_hw("flightllm-u280")
+    memo: dict = {}
+    for ctx in (128, 200):
+        g = build_graph("qwen2vl-2b", stage="decode", context_len=ctx, setting="W4A8", method="qe")
+        fresh = simulate_graph(g, hw)
+        reused = simulate_graph(g, hw, memo=memo)
+        assert reused.cycles == pytest.approx(fresh.cycles, rel=1e-12)
+        assert list(reused.ops["bound"]) == list(fresh.ops["bound"])
+        assert reused.ops["hbm_cycles"].tolist() == pytest.approx(fresh.ops["hbm_cycles"].tolist())
+    # the second context re-simulated only what changed (attention): far fewer events
+    assert reused.sim.events < fresh.sim.events / 5

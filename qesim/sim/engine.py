@@ -300,8 +300,15 @@ class _CountingEnv(simpy.Environment):
         return super().step()
 
 
+def _op_key(s: OpSchedule, bpc: dict, max_sim_steps: Optional[int]) -> tuple:
+    """Everything an op's simulated timing depends on (ops start from an idle machine)."""
+    return (int(s.steps), tuple(sorted(s.load_bytes.items())), tuple(sorted(s.store_bytes.items())),
+            float(s.mpe_cycles), float(s.sfu_cycles), bool(s.compute_hidden), bool(s.double_buffered),
+            bool(s.sfu_overlaps), tuple(sorted(bpc.items())), max_sim_steps)
+
+
 def simulate_schedule(gs: GraphSchedule, hw: HardwareConfig, *, max_sim_steps: Optional[int] = DEFAULT_MAX_SIM_STEPS,
-                      record: bool = False) -> GraphSimResult:
+                      record: bool = False, memo: Optional[dict] = None) -> GraphSimResult:
     """Replay ``gs`` on ``hw`` with the discrete-event model (see the module docstring).
 
     Args:
@@ -309,6 +316,11 @@ def simulate_schedule(gs: GraphSchedule, hw: HardwareConfig, *, max_sim_steps: O
         hw: the hardware config (bandwidths, clock).
         max_sim_steps: coarsening cap on replayed steps per op (``None``: every tile).
         record: keep every busy interval (for the Chrome trace / Gantt chart).
+        memo: optional dict shared between calls: an op whose schedule (steps, bytes per memory,
+            cycles, flags) and memory bandwidths were simulated before is not replayed again; its
+            cycles and busy times are reused (exact: ops are serialised and start from an idle
+            machine, and the model is deterministic). Used to time many decode steps that differ
+            only in attention. Ignored when ``record`` is set. Reused ops add no events.
     Returns:
         :class:`GraphSimResult` with per-op start/end cycles and busy cycles per resource.
     """
@@ -316,9 +328,25 @@ def simulate_schedule(gs: GraphSchedule, hw: HardwareConfig, *, max_sim_steps: O
     m = _Machine(env, hw, record)
     out: dict[int, OpSimResult] = {}
 
+    use_memo = memo is not None and not record
+
     def run_all():
         for idx, s in enumerate(gs.ops):
+            key = _op_key(s, m.bpc, max_sim_steps) if use_memo else None
+            if key is not None and key in memo:
+                cyc, busy, stall, nsim = memo[key]
+                start = env.now
+                for r, v in busy.items():
+                    m.busy[r] += v
+                yield env.timeout(cyc)
+                out[idx] = OpSimResult(index=idx, name=s.name, kind=s.kind, repeat=int(s.repeat),
+                                       steps=max(1, int(s.steps)), sim_steps=nsim, start=start, end=env.now,
+                                       busy=dict(busy), stall_cycles=stall)
+                continue
             yield env.process(_op_process(m, idx, s, max_sim_steps, out))
+            if key is not None:
+                o = out[idx]
+                memo[key] = (o.cycles, dict(o.busy), o.stall_cycles, o.sim_steps)
 
     t0 = time.perf_counter()
     env.process(run_all())
@@ -355,7 +383,9 @@ class SimEstimate(GraphEstimate):
 
 
 def simulate_graph(graph: LayerGraph, hw: HardwareConfig, *, max_sim_steps: Optional[int] = DEFAULT_MAX_SIM_STEPS,
-                   record: bool = False) -> SimEstimate:
-    """Cycle-engine estimate of one pass of ``graph`` on ``hw`` (plans with the analytical planner)."""
+                   record: bool = False, memo: Optional[dict] = None) -> SimEstimate:
+    """Cycle-engine estimate of one pass of ``graph`` on ``hw`` (plans with the analytical planner).
+
+    ``memo``: see :func:`simulate_schedule` (reuse of identical ops across calls)."""
     gs = plan_graph(graph, hw)
-    return estimate_from_sim(simulate_schedule(gs, hw, max_sim_steps=max_sim_steps, record=record), hw)
+    return estimate_from_sim(simulate_schedule(gs, hw, max_sim_steps=max_sim_steps, record=record, memo=memo), hw)
