@@ -382,6 +382,22 @@ class _LinearVec:
 
     def evaluate(self, hv: HwVec, tiles: bool = False) -> OpVec:
         op, n = self.op, hv.n
+        padded, steps, w_b, x_b, tile, rate, ad_cycles = self.plan_arrays(hv, tiles)
+        kept = self.kept
+        mpe = padded * kept / rate + ad_cycles
+        load_w = w_b + self.extra
+        mem_bytes = {}
+        mem_bytes[self.wmem] = load_w
+        mem_bytes[self.amem] = mem_bytes.get(self.amem, 0.0) + x_b
+        if self.o_bytes > 0:
+            mem_bytes[self.amem] = mem_bytes[self.amem] + self.o_bytes
+        cyc, mem, busy, sfu = _timing(n, mem_bytes, hv.bpc, mpe, 0.0, steps, self.hidden, self.db, self.overlaps)
+        return OpVec(op.name, "linear", op.repeat, cyc, mpe, busy, sfu, mem, mem_bytes, self.macs, steps, tile)
+
+    def plan_arrays(self, hv: HwVec, tiles: bool = False):
+        """The planner's choice per point: (padded MACs, steps, weight bytes, x bytes, tiles, rate,
+        adapter cycles), each an array over points."""
+        op, n = self.op, hv.n
         rate = hv.rate(self.mode, op.weight_bits, op.act_bits)
         ad_rate = hv.rate(self.mode, self.ad.adapter_bits, op.act_bits) if self.ad is not None else rate
         ad_cycles = self.ad_macs / ad_rate
@@ -417,15 +433,7 @@ class _LinearVec:
                 if tiles:
                     for idx, t in zip(np.flatnonzero(sel), jj):
                         tile[idx] = o["tiles"][t]
-        mpe = padded * kept / rate + ad_cycles
-        load_w = w_b + self.extra
-        mem_bytes = {}
-        mem_bytes[self.wmem] = load_w
-        mem_bytes[self.amem] = mem_bytes.get(self.amem, 0.0) + x_b
-        if self.o_bytes > 0:
-            mem_bytes[self.amem] = mem_bytes[self.amem] + self.o_bytes
-        cyc, mem, busy, sfu = _timing(n, mem_bytes, hv.bpc, mpe, 0.0, steps, self.hidden, self.db, self.overlaps)
-        return OpVec(op.name, "linear", op.repeat, cyc, mpe, busy, sfu, mem, mem_bytes, self.macs, steps, tile)
+        return padded, steps, w_b, x_b, tile, rate, ad_cycles
 
 
 # ----------------------------------------------------------------------------- other ops
@@ -436,6 +444,7 @@ class _FixedVec:
         sp = hw.stage_policy(stage)
         pol = hw.policy
         self.op = op
+        self.att_macs, self.scores, self.mode, self.att_bits = 0.0, 0.0, "mm", 16
         load: dict = {}
         store: dict = {}
         if isinstance(op, SfuOp):
@@ -523,7 +532,12 @@ class GraphVec:
 
 
 class CompiledGraph:
-    """A graph lowered once for one structural config; evaluate it for many vector points."""
+    """A graph lowered once for one structural config; evaluate it for many vector points.
+
+    ``evaluate`` times all ops at once (arrays ops x points: a fixed number of numpy calls per
+    graph, whatever the op count); ``evaluate(..., detail=True)`` goes op by op and returns the
+    per-op results (``GraphVec.ops``) and, with ``tiles=True``, the chosen tilings.
+    """
 
     def __init__(self, graph: LayerGraph, hw: HardwareConfig, plan_cache: Optional[dict] = None):
         plan_cache = {} if plan_cache is None else plan_cache
@@ -531,34 +545,132 @@ class CompiledGraph:
         self.tokens = graph.batch * graph.seq_len
         self.ops = [(_LinearVec(op, hw, graph.stage, plan_cache) if isinstance(op, LinearOp)
                      else _FixedVec(op, hw, graph.stage)) for op in graph.ops]
+        lin = [o for o in self.ops if isinstance(o, _LinearVec)]
+        fix = [o for o in self.ops if isinstance(o, _FixedVec)]
+        self._lin, self._fix = lin, fix
+        col = lambda xs, dt=float: np.array(xs, dtype=dt).reshape(-1, 1)  # noqa: E731
+        if lin:
+            self._L = dict(rep=col([o.op.repeat for o in lin]), kept=col([o.kept for o in lin]),
+                           extra=col([o.extra for o in lin]), ob=col([o.o_bytes for o in lin]),
+                           hidden=col([o.hidden for o in lin], bool), db=col([o.db for o in lin], bool),
+                           ov=col([o.overlaps for o in lin], bool), wmem=hw.placement.weights,
+                           amem=hw.placement.activations)
+        if fix:
+            att = [isinstance(o.op, AttentionOp) for o in fix]
+            a1, a2 = [], []
+            for o in fix:
+                if o.kind == "sfu":
+                    a1.append(o.op.rows * o.op.width)
+                    a2.append(o.op.rows)
+                elif o.kind == "attention":
+                    a1.append(o.op.batch * o.op.heads * o.scores)
+                    a2.append(o.op.batch * o.op.heads * o.op.q_len)
+                else:
+                    a1.append(0)
+                    a2.append(0)
+            self._F = dict(rep=col([o.op.repeat for o in fix]), steps=col([o.steps for o in fix]),
+                           hidden=col([o.hidden for o in fix], bool), db=col([o.db for o in fix], bool),
+                           ov=col([o.overlaps for o in fix], bool), att=np.array(att),
+                           att_macs=col([o.att_macs if a else 0.0 for o, a in zip(fix, att)]),
+                           a1=col(a1), a2=col(a2),
+                           mb={m: col([o.mem_bytes.get(m, 0.0) for o in fix]) for m in MEMS},
+                           funcs=[o.op.func if o.kind == "sfu" else ("softmax" if o.kind == "attention" else None)
+                                  for o in fix])
 
-    def evaluate(self, hv: HwVec, tiles: bool = False) -> GraphVec:
+    def evaluate(self, hv: HwVec, tiles: bool = False, detail: bool = False) -> GraphVec:
+        if tiles or detail:
+            return self._evaluate_ops(hv, tiles)
         n = hv.n
-        ops = [o.evaluate(hv, tiles) for o in self.ops]
-        cycles = np.zeros(n)
-        busy = {k: np.zeros(n) for k in ("compute", "sfu", "hbm", "ddr")}
-        byts = {m: np.zeros(n) for m in MEMS}
-        for o in ops:
-            r = o.repeat
-            cycles = cycles + o.cycles * r
-            busy["compute"] = busy["compute"] + o.mpe_busy * r
-            busy["sfu"] = busy["sfu"] + o.sfu_cycles * r
+        zeros = np.zeros(n)
+        acc = dict(cycles=zeros, compute=zeros, sfu=zeros, hbm=zeros, ddr=zeros, b_hbm=zeros, b_ddr=zeros)
+
+        def block(mb: dict, mpe, sfu, steps, hidden, db, ov, rep):
+            mem_total = np.zeros((1, n))
+            memc = {}
             for m in MEMS:
-                if m in o.mem_cycles:
-                    busy[m] = busy[m] + o.mem_cycles[m] * r
-                if m in o.mem_bytes:
-                    byts[m] = byts[m] + np.broadcast_to(o.mem_bytes[m], (n,)) * r
+                b = mb.get(m)
+                if b is None or not np.any(b > 0):
+                    continue
+                memc[m] = np.where(b > 0, b / hv.bpc[m][None, :], 0.0)
+                mem_total = np.maximum(mem_total, memc[m])
+            busy = np.where(hidden, 0.0, mpe)
+            c = np.where(ov, np.maximum(busy, sfu), busy + sfu)
+            comp = c / steps * steps
+            cyc = np.where(db, np.maximum(mem_total, comp) + np.minimum(mem_total, comp) / steps, mem_total + comp)
+            acc["cycles"] = acc["cycles"] + (cyc * rep).sum(axis=0)
+            acc["compute"] = acc["compute"] + (busy * rep).sum(axis=0)
+            acc["sfu"] = acc["sfu"] + (np.broadcast_to(sfu, cyc.shape) * rep).sum(axis=0)
+            for m in MEMS:
+                if m in memc:
+                    acc[m] = acc[m] + (memc[m] * rep).sum(axis=0)
+                    acc["b_" + m] = acc["b_" + m] + (np.broadcast_to(mb[m], cyc.shape) * rep).sum(axis=0)
+
+        if self._lin:
+            L = self._L
+            parts = [o.plan_arrays(hv) for o in self._lin]
+            pad = np.stack([p[0] for p in parts])
+            steps = np.stack([p[1] for p in parts])
+            wb = np.stack([p[2] for p in parts])
+            xb = np.stack([p[3] for p in parts])
+            rate = np.stack([p[5] for p in parts])
+            adc = np.stack([np.broadcast_to(p[6], (n,)) for p in parts])
+            mpe = pad * L["kept"] / rate + adc
+            mb = {L["wmem"]: wb + L["extra"]}
+            mb[L["amem"]] = (mb[L["amem"]] if L["amem"] in mb else 0.0) + xb
+            mb[L["amem"]] = mb[L["amem"]] + L["ob"]
+            block(mb, mpe, np.zeros((1, n)), steps, L["hidden"], L["db"], L["ov"], L["rep"])
+        if self._fix:
+            F = self._F
+            tabs = hv.memo.get("sfu_tables")
+            if tabs is None:
+                z = np.zeros(n)
+                tabs = {None: (z, z)}
+                for f in ("softmax", "layernorm", "rmsnorm", "silu", "silu_mul", "gelu", "relu", "eltwise_add",
+                          "eltwise_mul", "quantize", "dequantize", "rope"):
+                    a, b = _sfu_table(f, hv.sfu)
+                    tabs[f] = (np.broadcast_to(a, (n,)), np.broadcast_to(b, (n,)))
+                hv.memo["sfu_tables"] = tabs
+            pe = np.stack([tabs[f][0] for f in F["funcs"]])
+            pr = np.stack([tabs[f][1] for f in F["funcs"]])
+            sfu = (F["a1"] * pe + F["a2"] * pr) / hv.sfu["lanes"][None, :]
+            mpe = np.zeros((len(self._fix), n))
+            if F["att"].any():
+                idx = np.flatnonzero(F["att"])
+                rates = np.stack([hv.rate(self._fix[i].mode, self._fix[i].att_bits, self._fix[i].op.act_bits)
+                                  for i in idx])
+                mpe[idx] = F["att_macs"][idx] / rates
+            block(F["mb"], mpe, sfu, F["steps"], F["hidden"], F["db"], F["ov"], F["rep"])
+        return self._finish(hv, acc, [])
+
+    def _finish(self, hv, acc, ops) -> GraphVec:
+        cycles = acc["cycles"]
         lat = cycles / hv.freq_hz
         with np.errstate(divide="ignore"):
             tps = np.where(lat > 0, self.tokens / np.where(lat > 0, lat, 1.0), np.inf)
         names = np.array(["compute", "sfu", "hbm", "ddr"], dtype=object)
-        B = np.stack([busy[k] for k in names], axis=1)
+        B = np.stack([acc[k] for k in names], axis=1)
         bound = names[np.argmax(B, axis=1)]
         c = np.where(cycles == 0, 1.0, cycles)
-        util = {"mpe": busy["compute"] / c, "sfu": busy["sfu"] / c, "hbm": busy["hbm"] / c, "ddr": busy["ddr"] / c}
-        return GraphVec(self.tokens, cycles, lat, tps, bound, byts["hbm"], byts["ddr"], util, ops)
+        util = {"mpe": acc["compute"] / c, "sfu": acc["sfu"] / c, "hbm": acc["hbm"] / c, "ddr": acc["ddr"] / c}
+        return GraphVec(self.tokens, cycles, lat, tps, bound, acc["b_hbm"], acc["b_ddr"], util, ops)
+
+    def _evaluate_ops(self, hv: HwVec, tiles: bool = False) -> GraphVec:
+        n = hv.n
+        ops = [o.evaluate(hv, tiles) for o in self.ops]
+        acc = {k: np.zeros(n) for k in ("cycles", "compute", "sfu", "hbm", "ddr", "b_hbm", "b_ddr")}
+        for o in ops:
+            r = o.repeat
+            acc["cycles"] = acc["cycles"] + o.cycles * r
+            acc["compute"] = acc["compute"] + o.mpe_busy * r
+            acc["sfu"] = acc["sfu"] + o.sfu_cycles * r
+            for m in MEMS:
+                if m in o.mem_cycles:
+                    acc[m] = acc[m] + o.mem_cycles[m] * r
+                if m in o.mem_bytes:
+                    acc["b_" + m] = acc["b_" + m] + np.broadcast_to(o.mem_bytes[m], (n,)) * r
+        return self._finish(hv, acc, ops)
 
 
 def estimate_fast(graph: LayerGraph, hw: HardwareConfig) -> GraphVec:
     """One (graph, config) pair through the fast path (n = 1); for checks and benchmarks."""
-    return CompiledGraph(graph, hw).evaluate(HwVec(hw, 1))
+    return CompiledGraph(graph, hw).evaluate(HwVec(hw, 1), detail=True)
