@@ -80,9 +80,10 @@ def fitted(planted):
     """One QELinear per (ablation, a_bits), fitted once for the module."""
     p = planted
     out = {}
-    for a_bits in (16, 8):
-        for abl in ABLATIONS:
-            out[(abl, a_bits)] = fit_qe(p["W"], p["b"], p["Xc"], _wq, a_bits, _cfg(ablation=abl))
+    for abl in ABLATIONS:
+        out[(abl, 16)] = fit_qe(p["W"], p["b"], p["Xc"], _wq, 16, _cfg(ablation=abl))
+    for abl in ("full", "se_only"):
+        out[(abl, 8)] = fit_qe(p["W"], p["b"], p["Xc"], _wq, 8, _cfg(ablation=abl))
     return out
 
 
@@ -157,19 +158,20 @@ def test_ablations_run_and_full_is_best(planted, fitted, a_bits):
     p = planted
     y = p["Xh"] @ p["W"].t() + p["b"]
     err = {}
-    for abl in ABLATIONS:
+    for abl in ABLATIONS if a_bits == 16 else ("full", "se_only"):
         out = fitted[(abl, a_bits)](p["Xh"])
         assert out.shape == y.shape and torch.isfinite(out).all()
         err[abl] = _rel_err(out, y)
     # measured (a16): full .0027, se_only .0093, re_only .0060, random routing .0046,
-    # random clustering .0035
+    # random clustering .0035; (a8): full .0030, se_only .0096
     assert err["full"] < 0.5 * err["se_only"], err
-    for abl in ("re_only", "se_random_routing", "se_random_clustering"):
-        assert err["full"] < 0.9 * err[abl], (abl, err)
     spec = fitted[("se_only", a_bits)].adapter_spec()
     assert spec["routed_experts"] == 0 and spec["shared_rank"] == RS
-    spec = fitted[("re_only", a_bits)].adapter_spec()
-    assert spec["shared_rank"] == 0 and spec["routed_experts"] == NR
+    if a_bits == 16:
+        for abl in ("re_only", "se_random_routing", "se_random_clustering"):
+            assert err["full"] < 0.9 * err[abl], (abl, err)
+        spec = fitted[("re_only", a_bits)].adapter_spec()
+        assert spec["shared_rank"] == 0 and spec["routed_experts"] == NR
 
 
 def test_router_picks_lowest_error_expert(planted, fitted):
@@ -255,7 +257,7 @@ def test_adapter_spec_validates(planted, fitted, abl):
 def test_refinement_does_not_increase_calibration_loss(planted):
     p = planted
     Xc = p["Xc"][:1024]
-    m = fit_qe(p["W"], p["b"], Xc, _wq, 8, _cfg(refine=True, refine_steps=60, refine_lr=1e-3, refine_batch=128))
+    m = fit_qe(p["W"], p["b"], Xc, _wq, 8, _cfg(refine=True, refine_steps=40, refine_lr=1e-3, refine_batch=128))
     rep = m.refine_report
     assert rep and not rep["skipped"]
     # the refinement objective (L = α L_reg + β L_cls, all calibration tokens) went down ...
