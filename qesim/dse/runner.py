@@ -182,10 +182,23 @@ def _run(space, out, n, chunk, workers, client, resume, quiet, exact) -> pd.Data
 
 
 def _run_pool(space, out, bounds, bar, exact, workers):
+    import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     spec = space.to_dict()
-    with ProcessPoolExecutor(max_workers=workers) as ex:
+    ctx = None
+    if "fork" in mp.get_all_start_methods():
+        # forked workers inherit the space, its points and the compiled groups: compile (and
+        # check) every group once here instead of once per worker
+        ctx = mp.get_context("fork")
+        _SPACES[json.dumps(spec, sort_keys=True, default=str)] = space
+        if not exact:
+            from qesim.dse.space import WORKLOAD_FIELDS
+
+            ev = evaluator_for(space)
+            pts = _points(space)
+            ev.evaluate(pts.groupby(list(WORKLOAD_FIELDS) + ev.struct_paths, sort=False).head(1))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
         todo = list(bounds.items())
         running = {}
         while todo or running:

@@ -124,8 +124,12 @@ def section_accuracy(acc_path: Path, figdir: Path, rel: str, hw_name: str, model
     wide.columns.name = None
     hw = load_hw(hw_name)
     speeds = {}
-    for s, m in {(r.setting, r.method) for r in wide.itertuples()}:
-        ms = str(m).lower()
+    for r_s, m in {(r.setting, r.method) for r in wide.itertuples()}:
+        s, ms = r_s, str(m).lower()
+        if ms in ("fp", "fp16"):  # the unquantized reference rows
+            s, ms = "W16A16", "none"
+        elif ms.startswith("qe"):  # QE variants (ablations) share QE's adapter structure
+            ms = "qe"
         try:
             if ms not in METHODS:
                 raise ValueError(ms)
@@ -134,9 +138,9 @@ def section_accuracy(acc_path: Path, figdir: Path, rel: str, hw_name: str, model
                 q = build_graph(model, stage=stage, setting=str(s), method=ms, **kw)
                 b = build_graph(model, stage=stage, **kw)
                 sp[stage] = speedup(b, q, hw)
-            speeds[(s, m)] = sp
-        except Exception:  # a method or setting the graph builder does not model (e.g. fp16 rows)
-            speeds[(s, m)] = {"prefill": float("nan"), "decode": float("nan")}
+            speeds[(r_s, m)] = sp
+        except Exception:  # a method or setting the graph builder does not model
+            speeds[(r_s, m)] = {"prefill": float("nan"), "decode": float("nan")}
     wide["prefill_speedup"] = [speeds[(r.setting, r.method)]["prefill"] for r in wide.itertuples()]
     wide["decode_speedup"] = [speeds[(r.setting, r.method)]["decode"] for r in wide.itertuples()]
     out = [head, _p(f"Accuracy from <code>{html.escape(str(acc_path))}</code> (model(s): "
@@ -152,6 +156,17 @@ def section_accuracy(acc_path: Path, figdir: Path, rel: str, hw_name: str, model
         if len(tab):
             p = accuracy_speed_plot(tab, metric, "decode_speedup", figdir / "accuracy_vs_speed.png", lower)
             out.append(_img(f"{rel}/{p.name}", "accuracy vs speedup"))
+    theirs = acc_path.parent / "speed_vs_accuracy.csv"
+    if theirs.exists():
+        out.append("<h3>Speed vs accuracy as <code>qesim accuracy</code> wrote it (speed on the accuracy model's "
+                   "own graph)</h3>")
+        try:
+            out.append(_table(pd.read_csv(theirs)))
+        except Exception as e:
+            out.append(_skip(f"{theirs.name}: unreadable ({e})."))
+        png = acc_path.parent / "speed_vs_accuracy.png"
+        if png.exists():
+            out.append(_img(png.name, "speed vs accuracy (qesim accuracy)"))
     return "\n".join(out)
 
 
@@ -241,7 +256,7 @@ def section_existing(out_dir: Path, own_figs: set) -> str:
                 parts.append(_table(pd.read_csv(csv), max_rows=40))
             except Exception as e:  # a malformed CSV is reported, not fatal
                 parts.append(_skip(f"{csv.name}: unreadable ({e})."))
-    pngs = sorted(p for p in out_dir.glob("*.png") if p.name not in own_figs)
+    pngs = sorted(p for p in out_dir.glob("*.png") if p.name not in own_figs and p.name != "speed_vs_accuracy.png")
     if pngs:
         found = True
         parts.append("<h3>Other figures</h3>")
