@@ -216,6 +216,7 @@ class _LinearPlan:
 
     def __init__(self, st: dict):
         self.st = st
+        self._cache: dict = {}
         M, K, N = st["M"], st["K"], st["N"]
         pm, pk, pn = st["pm"], st["pk"], st["pn"]
         g = _grid(M, K, N, pm, pk, pn)
@@ -282,7 +283,23 @@ class _LinearPlan:
             self.fallback = None
 
     def choose(self, mpc: np.ndarray, extra_cycles: np.ndarray, w_bpc: np.ndarray, a_bpc: np.ndarray):
-        """Index arrays of the planner's choice per point: (order index, candidate index)."""
+        """Index arrays of the planner's choice per point: (order index, candidate index).
+
+        For a handful of points the choice is cached by the exact input values (what
+        ``plan_gemm``'s lru_cache does for the library path), so re-evaluating one hardware point
+        does not search again."""
+        n = len(mpc)
+        if n <= 8:
+            key = (mpc.tobytes(), np.broadcast_to(extra_cycles, (n,)).tobytes(), w_bpc.tobytes(), a_bpc.tobytes())
+            hit = self._cache.get(key)
+            if hit is None:
+                if len(self._cache) > 4096:
+                    self._cache.clear()
+                hit = self._cache[key] = self._choose(mpc, np.broadcast_to(extra_cycles, (n,)), w_bpc, a_bpc)
+            return hit
+        return self._choose(mpc, extra_cycles, w_bpc, a_bpc)
+
+    def _choose(self, mpc, extra_cycles, w_bpc, a_bpc):
         st = self.st
         n = len(mpc)
         recs = []
