@@ -26,9 +26,46 @@ from qesim.quant.model_utils import get_arch, run_block, set_submodule
 from qesim.quant.primitives import QuantSetting, parse_setting
 
 
-@torch.no_grad()
+class single_threaded_linalg:
+    """Run the fitting with 1 torch thread and 1 BLAS thread (scipy's OpenBLAS).
+
+    Measured on the 2-core box under load: a 1536x576 float64 ``torch.linalg.svd`` costs ~0.26
+    CPU-s with 1 thread but ~4 CPU-s with 2 (OpenMP spin-waiting), and scipy's ``eigh`` ~40x
+    more wall time with 2 OpenBLAS threads. The fits are many small factorisations, so one
+    thread is both faster and kinder to a shared machine. Evaluation GEMMs keep 2 threads.
+    """
+
+    def __enter__(self):
+        self._n = torch.get_num_threads()
+        torch.set_num_threads(1)
+        self._tp = None
+        try:
+            from threadpoolctl import threadpool_limits
+
+            self._tp = threadpool_limits(limits=1, user_api="blas")
+        except ImportError:  # pragma: no cover
+            pass
+        return self
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self._n)
+        if self._tp is not None:
+            self._tp.restore_original_limits()
+        return False
+
+
 def quantize_model(model: nn.Module, method: str, setting: QuantSetting | str, calib: Calibration,
                    **opts: Any) -> tuple[nn.Module, dict]:
+    """See the module docstring. Fitting runs single-threaded unless ``opts['threads']`` says otherwise."""
+    if opts.get("threads"):
+        return _quantize_model(model, method, setting, calib, **opts)
+    with single_threaded_linalg():
+        return _quantize_model(model, method, setting, calib, **opts)
+
+
+@torch.no_grad()
+def _quantize_model(model: nn.Module, method: str, setting: QuantSetting | str, calib: Calibration,
+                    **opts: Any) -> tuple[nn.Module, dict]:
     if isinstance(setting, str):
         setting = parse_setting(setting)
     if method not in ALL_METHODS:
