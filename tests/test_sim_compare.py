@@ -63,3 +63,15 @@ def test_engines_agree_on_config_variants(variant):
             # other without pipelining (the formula overlaps them, the simulation cannot)
             assert why(r).startswith(CROSS_MEMORY), (variant, stage, r.name, r.diff_pct)
             assert r.cycle > r.analytical
+
+
+@pytest.mark.slow
+def test_every_preset_agrees_within_3pct():
+    """The full acceptance grid (every preset x {prefill 128, decode at 512} x 3 settings x 3 configs)."""
+    from qesim.graph.presets import preset_names
+
+    cases, outs, _ = sweep(preset_names())
+    assert len(cases) > 150
+    assert (cases["diff_pct"].abs() < 3).all()
+    assert (cases["worst_other_op_abs_diff_pct"] < 3).all()
+    assert all(w.startswith(CROSS_MEMORY) for w in outs["why"])
