@@ -19,10 +19,9 @@ def test_compare_engines_function():
     c = compare_engines(g, hw)
     assert list(c.ops["name"]) == [op.name for op in g.ops]
     assert abs(c.diff_pct) < 3
-    # the DDR->HBM single-step embedding gather is the known per-op outlier on this config
-    out = c.outliers()
-    assert list(out["name"]) == ["embedding"]
-    assert why(next(out.itertuples())).startswith(CROSS_MEMORY)
+    # the DDR->HBM embedding gather runs in per-token chunks: no per-op outlier is left on this config
+    # (cross-memory one-step ops are exercised by the config-variant test below)
+    assert c.outliers().empty
 
 
 def test_compare_engines_cli_json_and_trace(capsys, tmp_path):

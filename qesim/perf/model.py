@@ -247,7 +247,7 @@ def _embedding(op: EmbeddingOp, hw: HardwareConfig, stage: str) -> OpSchedule:
     load = {mem: op.tokens * op.hidden * op.bits / 8.0}
     store = {hw.placement.activations: op.tokens * op.hidden * 16 / 8.0} if sp.activations_offchip else {}
     return OpSchedule(
-        name=op.name, kind="embedding", repeat=op.repeat, steps=1, load_bytes=_clean(load),
+        name=op.name, kind="embedding", repeat=op.repeat, steps=max(1, min(op.tokens, 64)), load_bytes=_clean(load),
         store_bytes=_clean(store), mpe_cycles=0.0, sfu_cycles=0.0, compute_hidden=False,
         double_buffered=hw.policy.double_buffering, sfu_overlaps=True, macs=0,
     )
@@ -286,26 +286,58 @@ def plan_graph(graph: LayerGraph, hw: HardwareConfig) -> GraphSchedule:
 
 
 # ----------------------------------------------------------------------------- estimates
-@dataclass
 class GraphEstimate:
-    """Totals and per-op table of one graph on one hardware config."""
+    """Totals and per-op table of one graph on one hardware config.
 
-    graph: str
-    hw: str
-    stage: str
-    tokens: int
-    frequency_hz: float
-    ops: pd.DataFrame
-    warnings: list = field(default_factory=list)
+    Built from per-op ``rows`` (tuples in ``OP_COLUMNS`` order) or from an ``ops`` DataFrame with
+    those columns. Totals are computed once; the DataFrame is built on first access of ``ops``.
+    Units: cycles of ``frequency_hz``; bytes; seconds.
+    """
+
+    def __init__(self, graph: str, hw: str, stage: str, tokens: int, frequency_hz: float,
+                 ops: Optional[pd.DataFrame] = None, warnings: Optional[list] = None,
+                 rows: Optional[list] = None):
+        if (ops is None) == (rows is None):
+            raise ValueError("GraphEstimate needs exactly one of ops (DataFrame) or rows")
+        self.graph, self.hw, self.stage, self.tokens = graph, hw, stage, tokens
+        self.frequency_hz = frequency_hz
+        self.warnings = list(warnings or [])
+        self._ops = ops
+        if rows is None:
+            rows = list(ops[OP_COLUMNS].itertuples(index=False, name=None))
+        self._rows = rows
+        ix = {c: i for i, c in enumerate(OP_COLUMNS)}
+        busy = {"compute": 0.0, "sfu": 0.0, "hbm": 0.0, "ddr": 0.0}
+        total = 0.0
+        mem_bytes = {"hbm": 0.0, "ddr": 0.0}
+        for r in rows:
+            rep = r[ix["repeat"]]
+            total += r[ix["total_cycles"]]
+            busy["compute"] += r[ix["mpe_busy_cycles"]] * rep
+            busy["sfu"] += r[ix["sfu_cycles"]] * rep
+            busy["hbm"] += r[ix["hbm_cycles"]] * rep
+            busy["ddr"] += r[ix["ddr_cycles"]] * rep
+            mem_bytes["hbm"] += r[ix["hbm_bytes"]] * rep
+            mem_bytes["ddr"] += r[ix["ddr_bytes"]] * rep
+        self._cycles = float(total)
+        self._busy = {k: float(v) for k, v in busy.items()}
+        self._bytes = {k: float(v) for k, v in mem_bytes.items()}
+
+    @property
+    def ops(self) -> pd.DataFrame:
+        """Per-op table (columns ``OP_COLUMNS``), one row per op of the graph."""
+        if self._ops is None:
+            self._ops = pd.DataFrame.from_records(self._rows, columns=OP_COLUMNS)
+        return self._ops
 
     @property
     def cycles(self) -> float:
         """Total cycles of the pass (every op times its repeat count)."""
-        return float(self.ops["total_cycles"].sum())
+        return self._cycles
 
     @property
     def latency_s(self) -> float:
-        return self.cycles / self.frequency_hz
+        return self._cycles / self.frequency_hz
 
     @property
     def tokens_per_s(self) -> float:
@@ -313,40 +345,33 @@ class GraphEstimate:
 
     @property
     def bytes_by_memory(self) -> dict:
-        return {m: float((self.ops[f"{m}_bytes"] * self.ops["repeat"]).sum()) for m in ("hbm", "ddr")}
+        """Off-chip bytes per memory over the whole pass."""
+        return dict(self._bytes)
 
     @property
     def bound(self) -> str:
         """The resource with the most busy cycles over the whole pass."""
-        busy = {
-            "compute": float((self.ops["mpe_busy_cycles"] * self.ops["repeat"]).sum()),
-            "sfu": float((self.ops["sfu_cycles"] * self.ops["repeat"]).sum()),
-            "hbm": float((self.ops["hbm_cycles"] * self.ops["repeat"]).sum()),
-            "ddr": float((self.ops["ddr_cycles"] * self.ops["repeat"]).sum()),
-        }
-        return max(busy, key=busy.get)
+        return max(self._busy, key=self._busy.get)
 
     def utilization(self) -> dict:
-        c = self.cycles or 1.0
-        return {
-            "mpe": float((self.ops["mpe_busy_cycles"] * self.ops["repeat"]).sum()) / c,
-            "sfu": float((self.ops["sfu_cycles"] * self.ops["repeat"]).sum()) / c,
-            "hbm": float((self.ops["hbm_cycles"] * self.ops["repeat"]).sum()) / c,
-            "ddr": float((self.ops["ddr_cycles"] * self.ops["repeat"]).sum()) / c,
-        }
+        """Busy cycles / total cycles per resource."""
+        c = self._cycles or 1.0
+        b = self._busy
+        return {"mpe": b["compute"] / c, "sfu": b["sfu"] / c, "hbm": b["hbm"] / c, "ddr": b["ddr"] / c}
 
     def to_dict(self) -> dict:
         """The ``qesim estimate --json`` object."""
-        ops = [
-            {
-                "name": r.name, "kind": r.kind, "repeat": int(r.repeat), "cycles": float(r.cycles),
-                "total_cycles": float(r.total_cycles), "bytes": float(r.bytes),
-                "hbm_bytes": float(r.hbm_bytes), "ddr_bytes": float(r.ddr_bytes), "macs": int(r.macs),
-                "mpe_cycles": float(r.mpe_cycles), "sfu_cycles": float(r.sfu_cycles), "bound": r.bound,
-                "tile": r.tile,
-            }
-            for r in self.ops.itertuples()
-        ]
+        ix = {c: i for i, c in enumerate(OP_COLUMNS)}
+        ops = []
+        for r in self._rows:
+            g = lambda c: r[ix[c]]  # noqa: E731
+            ops.append({
+                "name": g("name"), "kind": g("kind"), "repeat": int(g("repeat")), "cycles": float(g("cycles")),
+                "total_cycles": float(g("total_cycles")), "bytes": float(g("bytes")),
+                "hbm_bytes": float(g("hbm_bytes")), "ddr_bytes": float(g("ddr_bytes")), "macs": int(g("macs")),
+                "mpe_cycles": float(g("mpe_cycles")), "sfu_cycles": float(g("sfu_cycles")), "bound": g("bound"),
+                "tile": g("tile"),
+            })
         return {
             "graph": self.graph, "hw": self.hw, "stage": self.stage, "tokens": self.tokens,
             "cycles": self.cycles, "latency_s": self.latency_s, "tokens_per_s": self.tokens_per_s,
@@ -376,9 +401,8 @@ def estimate_schedule(gs: GraphSchedule, hw: HardwareConfig) -> GraphEstimate:
             t.mem_cycles.get("hbm", 0.0), t.mem_cycles.get("ddr", 0.0), s.mem_bytes("hbm"), s.mem_bytes("ddr"),
             s.total_bytes, s.macs, s.steps, t.bound, s.tile.describe() if s.tile else "",
         ))
-    df = pd.DataFrame.from_records(rows, columns=OP_COLUMNS)
     return GraphEstimate(graph=gs.graph_name, hw=hw.name, stage=gs.stage, tokens=gs.tokens,
-                         frequency_hz=hw.frequency_hz, ops=df, warnings=list(gs.warnings))
+                         frequency_hz=hw.frequency_hz, rows=rows, warnings=list(gs.warnings))
 
 
 def estimate_graph(graph: LayerGraph, hw: HardwareConfig) -> GraphEstimate:

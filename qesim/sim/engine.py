@@ -52,7 +52,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
-import pandas as pd
 import simpy
 
 from qesim.graph.ir import LayerGraph
@@ -370,16 +369,16 @@ def estimate_from_sim(res: GraphSimResult, hw: HardwareConfig) -> GraphEstimate:
             o.busy["hbm"], o.busy["ddr"], s.mem_bytes("hbm"), s.mem_bytes("ddr"), s.total_bytes, s.macs, s.steps,
             o.bound, s.tile.describe() if s.tile else "",
         ))
-    df = pd.DataFrame.from_records(rows, columns=OP_COLUMNS)
     return SimEstimate(graph=gs.graph_name, hw=hw.name, stage=gs.stage, tokens=gs.tokens,
-                       frequency_hz=hw.frequency_hz, ops=df, warnings=list(gs.warnings), sim=res)
+                       frequency_hz=hw.frequency_hz, rows=rows, warnings=list(gs.warnings), sim=res)
 
 
-@dataclass
 class SimEstimate(GraphEstimate):
     """A :class:`GraphEstimate` from the cycle engine; ``sim`` keeps the raw simulation."""
 
-    sim: Optional[GraphSimResult] = field(default=None, repr=False)
+    def __init__(self, *args, sim: Optional[GraphSimResult] = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sim = sim
 
 
 def simulate_graph(graph: LayerGraph, hw: HardwareConfig, *, max_sim_steps: Optional[int] = DEFAULT_MAX_SIM_STEPS,
