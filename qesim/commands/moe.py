@@ -3,6 +3,8 @@
     qesim moe speedup [--out reports] [--hw qe-paper-npu --hw flightllm-u280]
         Table-8-style speedups over fp16 for the expert shapes of kimi-vl-a3b and qwen3-vl-30b-a3b
         (writes moe_speedup.md / moe_speedup.csv).
+    qesim moe veq [--out reports]
+        VEQ-ME / VEQ-MA vs AWQ / GPTQ on the synthetic MoE layer (writes veq.md / veq.csv).
     qesim moe touched --experts 64 --top-k 6 --tokens 1 8 128 [--trials 2000]
         expected distinct experts touched by s tokens (model) vs a simulation of random top-k routing.
 """
@@ -21,6 +23,9 @@ def register(sub) -> None:
     a.add_argument("--out", default="reports")
     a.add_argument("--hw", action="append", default=None, help="hardware preset (repeatable)")
     a.set_defaults(func=_speedup)
+    c = s.add_parser("veq", help="VEQ-ME / VEQ-MA on the synthetic MoE layer (writes veq.md/csv)")
+    c.add_argument("--out", default="reports")
+    c.set_defaults(func=_veq)
     b = s.add_parser("touched", help="expected vs simulated distinct experts")
     b.add_argument("--experts", type=int, default=64)
     b.add_argument("--top-k", type=int, default=6)
@@ -35,6 +40,17 @@ def _speedup(args) -> int:
 
     paths = write_moe_speedup_report(args.out, tuple(args.hw or ("qe-paper-npu", "flightllm-u280")))
     for p in paths:
+        print(f"wrote {p}")
+    return 0
+
+
+def _veq(args) -> int:
+    import torch
+
+    from qesim.quant.veq import write_veq_report
+
+    torch.set_num_threads(2)
+    for p in write_veq_report(args.out):
         print(f"wrote {p}")
     return 0
 

@@ -30,6 +30,13 @@ def register(sub) -> None:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--out", default="reports")
     r.add_argument("--hw", default="flightllm-u280")
+    r.add_argument("--cache-dir", default=None,
+                   help="save/reuse each variant's token NLLs here (lets variants be scored by parallel runs)")
+    r.add_argument("--score-only", action="store_true",
+                   help="only quantize + score the given variants into --cache-dir (no router, no report)")
+    r.add_argument("--skip-fp", action="store_true", help="do not score the FP model")
+    r.add_argument("--wait-cache", type=float, default=0.0,
+                   help="seconds to wait for other runs to write the variants' cache files before scoring them here")
     r.set_defaults(func=run)
 
 
@@ -56,17 +63,35 @@ def run(args) -> int:
     cal_ids = cal_ids[torch.randperm(len(cal_ids), generator=g)]
     print(f"loaded in {lm.load_s:.1f} s; calib {tuple(cal_ids.shape)} eval {tuple(ev_ids.shape)}", flush=True)
     qc = cal_ids[: args.quant_calib]
-    calib = Calibration.build(model, [{"input_ids": qc[i: i + 4]} for i in range(0, len(qc), 4)])
+    calib = None
     variants = []
     for v in args.variants:
         m, st = v.split(":")
         variants.append((f"{m.upper()} {st.upper()}", m.lower(), st.upper()))
-    fp_ev = token_nll(model, ev_ids)
-    ppl_fp = ppl_from_nll(fp_ev)
-    print(f"fp ppl {ppl_fp:.3f}", flush=True)
+    ppl_fp = None
+    if not args.skip_fp and not args.score_only:
+        ppl_fp = ppl_from_nll(token_nll(model, ev_ids))
+        print(f"fp ppl {ppl_fp:.3f}", flush=True)
     cal_n, ev_n, timings = [], [], {}
+    from pathlib import Path
+
+    cache = Path(args.cache_dir) if args.cache_dir else None
+    key = f"c{args.n_calib}-q{args.quant_calib}-e{args.n_eval}-L{args.seq_len}-s{args.seed}"
     for label, m, st in variants:
+        f = cache / f"{m}-{st}-{key}.pt" if cache else None
+        t_wait = time.time()
+        while f is not None and not f.exists() and time.time() - t_wait < args.wait_cache:
+            time.sleep(10)
+        if f is not None and f.exists():
+            d = torch.load(f)
+            cal_n.append(d["cal"])
+            ev_n.append(d["ev"])
+            timings[label] = tuple(d["timings"])
+            print(f"{label}: loaded from {f}", flush=True)
+            continue
         t = time.time()
+        if calib is None:
+            calib = Calibration.build(model, [{"input_ids": qc[i: i + 4]} for i in range(0, len(qc), 4)])
         qm, _ = quantize_model(model, m, parse_setting(st), calib, seed=args.seed)
         tq = time.time() - t
         cal_n.append(token_nll(qm, cal_ids))
@@ -74,7 +99,12 @@ def run(args) -> int:
         timings[label] = (tq, time.time() - t - tq)
         print(f"{label}: quant {tq:.1f} s, scoring {timings[label][1]:.1f} s, eval ppl {ppl_from_nll(ev_n[-1]):.3f}",
               flush=True)
+        if f is not None:
+            f.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"cal": cal_n[-1], "ev": ev_n[-1], "timings": list(timings[label])}, f)
         del qm
+    if args.score_only:
+        return 0
     cal_nll, ev_nll = torch.stack(cal_n), torch.stack(ev_n)  # [V, N, T]
     embed = model.get_input_embeddings()
     labels = [v[0] for v in variants]
@@ -101,7 +131,7 @@ def _write(args, seq, tokr, cost_seq, cost_tok, timings, total_s, sizes) -> None
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = [("fp", "W16A16", seq.ppl_fp)]
+    rows = [("fp", "W16A16", seq.ppl_fp)] if seq.ppl_fp is not None else []
     rows += [(v, "single", p) for v, p in seq.ppl_single.items()]
     rows += [("oracle", "per-sequence", seq.ppl_oracle), ("moqe", "per-sequence", seq.ppl_routed),
              ("oracle", "per-token", tokr.ppl_oracle), ("moqe", "per-token", tokr.ppl_routed)]
@@ -132,6 +162,8 @@ def _write(args, seq, tokr, cost_seq, cost_tok, timings, total_s, sizes) -> None
         "|---|---|---|",
     ]
     md += [f"| {a} | {b} | {c:.3f} |" for a, b, c in rows]
+    if seq.ppl_fp is None:
+        md += ["", "(The FP model was not scored in this run: `--skip-fp`.)"]
     md += [
         "",
         f"- Best single variant: **{best}** ({best_p:.3f}). MoQE per-sequence routing: **{seq.ppl_routed:.3f}** "
