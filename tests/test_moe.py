@@ -141,3 +141,14 @@ def test_cli_estimate_runs(model):
     for args in (["--setting", "W3A16", "--stage", "prefill", "--seq-len", "128"],
                  ["--setting", "W4A8", "--stage", "decode", "--context", "512"]):
         assert main(["estimate", "--model", model, "--hw", "flightllm-u280", "--json", *args]) == 0
+
+
+@pytest.mark.parametrize("setting", ["W16A16", "W3A16", "W4A8"])
+def test_prefill_streams_each_touched_expert_about_once(setting, u280):
+    g = build_graph("qwen3-vl-30b-a3b", stage="prefill", seq_len=128, setting=setting)
+    op = next(o for o in g.ops if isinstance(o, MoEOp))
+    s = plan_moe(op, u280, "prefill")
+    wb = moe_weight_bytes(op, u280)
+    weights = wb["gate"] + moe_touched(op) * wb["expert"]
+    # weights once + token activations (in and out of every expert) — never a per-token weight re-read
+    assert weights <= s.load_bytes["hbm"] < weights * 1.3
