@@ -176,3 +176,15 @@ def test_schedule_is_shared_object():
     lin = [s for s in gs.ops if s.kind == "linear"]
     assert lin and all(s.steps >= 1 and s.tile is not None for s in lin)
     assert all(math.isfinite(s.mpe_cycles) for s in gs.ops)
+
+
+def test_act_quant_unit_policy(toy_hw):
+    """Per-token activation quantization costs SFU cycles on the SFU, none in MMU quantization units."""
+    q = SfuOp(name="q", func="quantize", rows=16, width=64, in_bits=16, out_bits=8)
+    g = LayerGraph(name="t", model="t", stage="prefill", seq_len=16, context_len=0, ops=[q])
+    on_sfu = estimate_graph(g, toy_hw).ops.iloc[0]
+    # absmax pass + scale/round passes = 3 cycles/element, one reciprocal per row, over 4 lanes
+    assert on_sfu.sfu_cycles == pytest.approx((3 * 16 * 64 + 16) / 4)
+    in_mmu = estimate_graph(g, toy_hw.with_updates({"policy.act_quant_unit": "mmu"})).ops.iloc[0]
+    assert in_mmu.sfu_cycles == 0
+    assert in_mmu.bytes == on_sfu.bytes == 16 * 64 * 2 + 16 * 64  # fp16 in, int8 out, still off-chip

@@ -460,6 +460,7 @@ class _FixedVec:
     def __init__(self, op, hw: HardwareConfig, stage: str):
         sp = hw.stage_policy(stage)
         pol = hw.policy
+        self.quant_in_mmu = getattr(op, "func", None) == "quantize" and pol.act_quant_unit == "mmu"
         self.op = op
         self.att_macs, self.scores, self.mode, self.att_bits = 0.0, 0.0, "mm", 16
         load: dict = {}
@@ -500,7 +501,7 @@ class _FixedVec:
             load = {hw.placement.embeddings: op.tokens * op.hidden * op.bits / 8.0}
             if sp.activations_offchip:
                 store = {hw.placement.activations: op.tokens * op.hidden * 16 / 8.0}
-            self.steps = 1
+            self.steps = max(1, min(op.tokens, 64))  # as qesim.perf.model._embedding
             self.hidden, self.db, self.overlaps = False, pol.double_buffering, True
             self.macs = 0
         else:  # pragma: no cover
@@ -516,6 +517,8 @@ class _FixedVec:
             per_el, per_row = _sfu_table(op.func, hv.sfu)
             elems = op.rows * op.width
             sfu = (elems * per_el + op.rows * per_row) / hv.sfu["lanes"]
+            if self.quant_in_mmu:  # as qesim.perf.model._sfu
+                sfu = np.zeros(n)
             mpe = np.zeros(n)
         elif self.kind == "attention":
             rate = hv.rate(self.mode, self.att_bits, op.act_bits)
@@ -576,7 +579,10 @@ class CompiledGraph:
             att = [isinstance(o.op, AttentionOp) for o in fix]
             a1, a2 = [], []
             for o in fix:
-                if o.kind == "sfu":
+                if o.kind == "sfu" and o.quant_in_mmu:  # no SFU work (as qesim.perf.model._sfu)
+                    a1.append(0)
+                    a2.append(0)
+                elif o.kind == "sfu":
                     a1.append(o.op.rows * o.op.width)
                     a2.append(o.op.rows)
                 elif o.kind == "attention":

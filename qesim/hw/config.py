@@ -142,6 +142,10 @@ class Policy(_Strict):
     sfu_overlaps_mpe: bool = Field(
         True, description="SFU work of an op runs concurrently with its MPE/memory pipeline")
     attention_bits: int = Field(16, ge=1, le=32, description="precision of QK^T/PV operands")
+    act_quant_unit: Literal["sfu", "mmu"] = Field(
+        "sfu", description="where per-token activation quantization (absmax + scale) runs: on the SFU "
+        "(costs SFU cycles) or in dedicated quantization units on the memory path (FlightLLM's MMU: "
+        "no extra cycles; its bytes are still counted)")
 
 
 class HardwareConfig(_Strict):

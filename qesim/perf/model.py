@@ -198,6 +198,8 @@ def _sfu(op: SfuOp, hw: HardwareConfig, stage: str) -> OpSchedule:
     per_el, per_row = _sfu_cycles_per_element(op.func, hw)
     elems = op.rows * op.width
     cycles = (elems * per_el + op.rows * per_row) / hw.sfu.lanes
+    if op.func == "quantize" and hw.policy.act_quant_unit == "mmu":
+        cycles = 0.0  # quantization units on the memory path (FlightLLM MMU), not the SFU
     mem = hw.placement.activations
     load = {mem: op.rows * op.width * op.in_bits / 8.0 * op.inputs} if sp.activations_offchip else {}
     store = {mem: op.rows * op.width * op.out_bits / 8.0} if sp.activations_offchip else {}

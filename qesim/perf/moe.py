@@ -167,7 +167,7 @@ def plan_moe(op: MoEOp, hw: HardwareConfig, stage: str) -> OpSchedule:
     act_el, _ = _sfu_cycles_per_element("silu_mul" if op.gated else "silu", hw)
     act_elems = M * k * inter + M * op.shared_width
     sfu += act_elems * act_el / lanes
-    if op.act_bits < 16:
+    if op.act_bits < 16 and hw.policy.act_quant_unit == "sfu":
         q_el, q_row = _sfu_cycles_per_element("quantize", hw)
         rows = M * k + (M if op.shared_width else 0)
         sfu += (act_elems * q_el + rows * q_row) / lanes
