@@ -30,7 +30,7 @@ import numpy as np
 
 from qesim.graph.ir import AttentionOp, EmbeddingOp, LayerGraph, LinearOp, SfuOp
 from qesim.hw.config import HardwareConfig
-from qesim.perf.model import adapter_macs, adapter_params
+from qesim.perf.model import linear_terms
 from qesim.perf.planner import ACC_BYTES, _pad, candidates
 
 MEMS = ("hbm", "ddr")
@@ -356,31 +356,10 @@ class _LinearVec:
         pol = hw.policy
         sp = hw.stage_policy(stage)
         M, K, N = op.tokens, op.in_features, op.out_features
-        mode = "mv" if M <= hw.mpe.mv_max_rows else "mm"
-        arr = hw.mpe.mv_array if mode == "mv" else hw.mpe.mm_array
-        kept = hw.mpe.sparsity.kept_fraction(op.weight_density)
-        idx_bits = min(hw.mpe.sparsity.index_bits_per_kept_weight, 1.0 / kept) if kept < 1.0 else 0.0
-        w_bits_elem = op.weight_bits * kept + idx_bits * kept
-        quant_w = op.weight_bits < 16
-        meta_w = 0.0
-        if quant_w and op.group_size != -1 and pol.count_group_metadata:
-            zero_bits = 0 if op.weight_symmetric else op.weight_bits
-            meta_w = (pol.scale_bits + zero_bits) / op.group_size
-        w_bytes_elem = (w_bits_elem + meta_w) / 8.0
-        extra = 0.0
-        if pol.count_channel_scales:
-            if quant_w and op.group_size == -1:
-                extra += N * pol.scale_bits / 8.0
-            if op.act_bits < 16 and op.act_granularity == "per_token_dynamic" and sp.activations_offchip:
-                extra += M * pol.scale_bits / 8.0
+        t = linear_terms(op, hw, stage)  # the same tiling-independent terms as estimate_graph
+        mode, arr, kept, w_bytes_elem, extra, ad_macs, o_bytes = (
+            t.mode, t.arr, t.kept, t.w_bytes_elem, t.extra, t.ad_macs, t.o_bytes)
         ad = op.adapters
-        ad_macs = 0.0
-        if ad is not None:
-            loaded, _ = adapter_params(ad, K, N, M)
-            if not pol.adapters_resident:
-                extra += loaded * ad.adapter_bits / 8.0
-            ad_macs = adapter_macs(ad, K, N, M)
-        o_bytes = M * N * op.out_bits / 8.0 if sp.activations_offchip else 0.0
         self.op, self.mode, self.kept, self.ad, self.ad_macs = op, mode, kept, ad, ad_macs
         self.extra, self.o_bytes = extra, o_bytes
         self.wmem, self.amem = hw.placement.weights, hw.placement.activations

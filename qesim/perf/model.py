@@ -103,7 +103,21 @@ class _Hw:
 
 
 # ----------------------------------------------------------------------------- lowering
-def _linear(op: LinearOp, hw: HardwareConfig, h: _Hw, stage: str) -> OpSchedule:
+@dataclass(frozen=True)
+class LinearTerms:
+    """Tiling-independent quantities of a linear on a config (bytes, MACs; see module docstring)."""
+
+    mode: str  # "mm" | "mv"
+    arr: object  # ArrayShape of the mode
+    kept: float  # stored/multiplied fraction of weights (N:M sparsity)
+    w_bytes_elem: float  # bytes per weight element incl. sparse index and group metadata
+    extra: float  # bytes loaded once per call: channel/token scales, streamed adapters
+    ad_macs: float  # adapter + router MACs per call
+    o_bytes: float  # output bytes written off-chip per call (0 if on chip)
+
+
+def linear_terms(op: LinearOp, hw: HardwareConfig, stage: str) -> LinearTerms:
+    """Bytes and MACs of ``op`` that do not depend on its tiling (shared with the DSE fast path)."""
     pol = hw.policy
     sp = hw.stage_policy(stage)
     M, K, N = op.tokens, op.in_features, op.out_features
@@ -116,11 +130,9 @@ def _linear(op: LinearOp, hw: HardwareConfig, h: _Hw, stage: str) -> OpSchedule:
     idx_bits = min(hw.mpe.sparsity.index_bits_per_kept_weight, 1.0 / kept) if kept < 1.0 else 0.0
     w_bits_elem = op.weight_bits * kept + idx_bits * kept
     meta_w = 0.0  # metadata bits per weight element
-    notes = []
     if quant_w and op.group_size != -1 and pol.count_group_metadata:
         zero_bits = 0 if op.weight_symmetric else op.weight_bits
         meta_w = (pol.scale_bits + zero_bits) / op.group_size
-    w_bytes_elem = (w_bits_elem + meta_w) / 8.0
     extra = 0.0
     if pol.count_channel_scales:
         if quant_w and op.group_size == -1:
@@ -134,10 +146,21 @@ def _linear(op: LinearOp, hw: HardwareConfig, h: _Hw, stage: str) -> OpSchedule:
         if not pol.adapters_resident:
             extra += loaded * ad.adapter_bits / 8.0
         ad_macs = adapter_macs(ad, K, N, M)
+    o_bytes = M * N * op.out_bits / 8.0 if sp.activations_offchip else 0.0
+    return LinearTerms(mode, arr, kept, (w_bits_elem + meta_w) / 8.0, extra, ad_macs, o_bytes)
+
+
+def _linear(op: LinearOp, hw: HardwareConfig, h: _Hw, stage: str) -> OpSchedule:
+    pol = hw.policy
+    sp = hw.stage_policy(stage)
+    M, K, N = op.tokens, op.in_features, op.out_features
+    t = linear_terms(op, hw, stage)
+    mode, arr, kept, w_bytes_elem, extra, ad_macs, o_bytes = (
+        t.mode, t.arr, t.kept, t.w_bytes_elem, t.extra, t.ad_macs, t.o_bytes)
+    ad = op.adapters
     rate = hw.mpe.rate(mode, op.weight_bits, op.act_bits)
     ad_rate = hw.mpe.rate(mode, ad.adapter_bits, op.act_bits) if ad is not None else rate
     ad_cycles = ad_macs / ad_rate
-    o_bytes = M * N * op.out_bits / 8.0 if sp.activations_offchip else 0.0
     same = hw.placement.weights == hw.placement.activations
     prob = GemmProblem(
         M=M, K=K, N=N, w_bytes_per_elem=w_bytes_elem, a_bytes_per_elem=op.act_bits / 8.0,
@@ -155,13 +178,11 @@ def _linear(op: LinearOp, hw: HardwareConfig, h: _Hw, stage: str) -> OpSchedule:
     load = {hw.placement.weights: w_b + extra}
     load[hw.placement.activations] = load.get(hw.placement.activations, 0.0) + x_b
     store = {hw.placement.activations: o_bytes}
-    if ad is not None and pol.adapters_resident and hw.placement.adapters != hw.placement.weights:
-        pass  # resident adapters cost no traffic wherever they are stored
     return OpSchedule(
         name=op.name, kind="linear", repeat=op.repeat, steps=plan.steps, load_bytes=_clean(load),
         store_bytes=_clean(store), mpe_cycles=mpe, sfu_cycles=0.0, compute_hidden=sp.compute_hidden,
         double_buffered=pol.double_buffering, sfu_overlaps=pol.sfu_overlaps_mpe,
-        macs=int(M * K * N * kept + ad_macs), tile=plan, notes=tuple(notes),
+        macs=int(M * K * N * kept + ad_macs), tile=plan,
     )
 
 
