@@ -175,7 +175,7 @@ def gptq_expert(W: torch.Tensor, X: torch.Tensor, c: Optional[torch.Tensor], set
     Same column loop and grid as :func:`qesim.quant.methods.gptq.gptq_quantize`, with the damping
     raised to ``percdamp_deficient`` when fewer tokens than input channels carry weight (rank
     deficit); an empty expert (no tokens) falls back to RTN."""
-    from qesim.quant.methods.gptq import _params, _q
+    from qesim.quant.methods.gptq import gptq_columns
 
     n_out, n_in = W.shape
     X = X.double()
@@ -202,25 +202,7 @@ def gptq_expert(W: torch.Tensor, X: torch.Tensor, c: Optional[torch.Tensor], set
         info["status"] = "rtn-fallback: Cholesky failed"
         return setting.wq(W.float()), info
     Hinv = torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)
-    Q = torch.zeros_like(Wc)
-    g = setting.group_size if setting.group_size and setting.group_size > 0 else -1
-    scale, zero = _params(Wc, setting) if g == -1 else (None, None)
-    for i1 in range(0, n_in, blocksize):
-        i2 = min(i1 + blocksize, n_in)
-        W1 = Wc[:, i1:i2].clone()
-        Err1 = torch.zeros_like(W1)
-        Hinv1 = Hinv[i1:i2, i1:i2]
-        for i in range(i2 - i1):
-            col = i1 + i
-            if g != -1 and col % g == 0:
-                scale, zero = _params(torch.cat([W1[:, i:], Wc[:, i2:]], 1)[:, :g], setting)
-            w = W1[:, i]
-            q = _q(w, scale, zero, setting)
-            Q[:, col] = q
-            err = (w - q) / Hinv1[i, i]
-            W1[:, i:] -= err.unsqueeze(1) @ Hinv1[i, i:].unsqueeze(0)
-            Err1[:, i] = err
-        Wc[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+    Q = gptq_columns(Wc, Hinv, setting, blocksize)
     info["status"] = "ok"
     return Q.float(), info
 

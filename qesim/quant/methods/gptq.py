@@ -49,6 +49,37 @@ def _q(col: torch.Tensor, scale, zero, st: QuantSetting):
     return (torch.clamp(torch.round(col / scale) + zero, 0, max_int) - zero) * scale
 
 
+def gptq_columns(W0: torch.Tensor, Hinv: torch.Tensor, st: QuantSetting, blocksize: int = 128) -> torch.Tensor:
+    """GPTQ's blocked column loop: quantize W0 [out, in] (float64, dead columns zeroed) column by
+    column, spreading each column's error over the later columns with the upper Cholesky factor
+    ``Hinv`` of the inverse damped Hessian. Group parameters are recomputed on the current
+    (error-updated) weights at each group start. Returns the fake-quantized weights (float64)."""
+    n_in = W0.shape[1]
+    Wc = W0.clone()
+    Q = torch.zeros_like(Wc)
+    g = st.group_size if st.group_size and st.group_size > 0 else -1
+    scale, zero = _params(Wc, st) if g == -1 else (None, None)
+    for i1 in range(0, n_in, blocksize):
+        i2 = min(i1 + blocksize, n_in)
+        W1 = Wc[:, i1:i2].clone()
+        Err1 = torch.zeros_like(W1)
+        Hinv1 = Hinv[i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            col = i1 + i
+            if g != -1 and col % g == 0:
+                cur = torch.cat([W1[:, i:], Wc[:, i2:]], 1)[:, :g]
+                scale, zero = _params(cur, st)
+            w = W1[:, i]
+            d = Hinv1[i, i]
+            q = _q(w, scale, zero, st)
+            Q[:, col] = q
+            err = (w - q) / d
+            W1[:, i:] -= err.unsqueeze(1) @ Hinv1[i, i:].unsqueeze(0)
+            Err1[:, i] = err
+        Wc[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+    return Q
+
+
 def gptq_quantize(W: torch.Tensor, X: torch.Tensor, st: QuantSetting, blocksize: int = 128,
                   percdamp: float = 0.01) -> tuple[torch.Tensor, str]:
     """Return (fake-quantized W, status) where status is 'ok' or 'rtn-fallback: ...'."""
@@ -76,28 +107,7 @@ def gptq_quantize(W: torch.Tensor, X: torch.Tensor, st: QuantSetting, blocksize:
         msg = f"rtn-fallback: Cholesky of the damped Hessian failed (damp up to {damp / 10:g})"
         log.warning("GPTQ: %s", msg)
         return st.wq(W.detach().float()), msg
-    Wc = W0.clone()
-    Q = torch.zeros_like(Wc)
-    g = st.group_size if st.group_size and st.group_size > 0 else -1
-    scale, zero = _params(Wc, st) if g == -1 else (None, None)
-    for i1 in range(0, n_in, blocksize):
-        i2 = min(i1 + blocksize, n_in)
-        W1 = Wc[:, i1:i2].clone()
-        Err1 = torch.zeros_like(W1)
-        Hinv1 = Hinv[i1:i2, i1:i2]
-        for i in range(i2 - i1):
-            col = i1 + i
-            if g != -1 and col % g == 0:
-                cur = torch.cat([W1[:, i:], Wc[:, i2:]], 1)[:, :g]
-                scale, zero = _params(cur, st)
-            w = W1[:, i]
-            d = Hinv1[i, i]
-            q = _q(w, scale, zero, st)
-            Q[:, col] = q
-            err = (w - q) / d
-            W1[:, i:] -= err.unsqueeze(1) @ Hinv1[i, i:].unsqueeze(0)
-            Err1[:, i] = err
-        Wc[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+    Q = gptq_columns(W0, Hinv, st, blocksize)
     return Q.to(W.dtype if W.dtype.is_floating_point else torch.float32).float(), "ok"
 
 
