@@ -172,6 +172,16 @@ def _fail(src: str, where: str, msg: str) -> InputError:
     return InputError(f"{src}: {where}: {msg}")
 
 
+def _reject_unknown(src: str, prefix: str, given, known, what: str) -> None:
+    """Raise naming the first key of ``given`` not in ``known``, with the closest known key."""
+    unknown = set(given) - set(known)
+    if unknown:
+        k = sorted(unknown)[0]
+        near = difflib.get_close_matches(k, known, n=1)
+        raise _fail(src, f"{prefix}.{k}", what + (f"; did you mean {near[0]}?" if near else
+                                                  f"; known: {', '.join(known)}"))
+
+
 def _known_paths(data: Any, prefix: str = "") -> list[str]:
     out = []
     if isinstance(data, dict):
@@ -316,12 +326,7 @@ def _workloads(raw: dict, src: str) -> list[dict]:
     wl = raw.get("workload") or {}
     if not isinstance(wl, dict):
         raise _fail(src, "space.workload", f"expected a mapping of {', '.join(WORKLOAD_FIELDS)}")
-    unknown = set(wl) - set(WORKLOAD_FIELDS)
-    if unknown:
-        k = sorted(unknown)[0]
-        near = difflib.get_close_matches(k, WORKLOAD_FIELDS, n=1)
-        raise _fail(src, f"space.workload.{k}", "unknown workload field" + (f"; did you mean {near[0]}?" if near else
-                                                                             f"; known: {', '.join(WORKLOAD_FIELDS)}"))
+    _reject_unknown(src, "space.workload", wl, WORKLOAD_FIELDS, "unknown workload field")
     axes = {}
     for k in WORKLOAD_FIELDS:
         v = wl.get(k, WORKLOAD_DEFAULTS[k])
@@ -411,12 +416,7 @@ def space_from_dict(data: dict, src: str = "space", base: Optional[HardwareConfi
     raw = data.get("space", data.get("sweep"))
     if not isinstance(raw, dict):
         raise _fail(src, "space", "expected a mapping")
-    unknown = set(raw) - set(_SPACE_KEYS)
-    if unknown:
-        k = sorted(unknown)[0]
-        near = difflib.get_close_matches(k, _SPACE_KEYS, n=1)
-        raise _fail(src, f"space.{k}", "unknown key" + (f"; did you mean {near[0]}?" if near else
-                                                        f"; known: {', '.join(_SPACE_KEYS)}"))
+    _reject_unknown(src, "space", raw, _SPACE_KEYS, "unknown key")
     base_name = raw.get("base", "flightllm-u280")
     if base is None:
         if not isinstance(base_name, str):
