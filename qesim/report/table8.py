@@ -72,14 +72,21 @@ def _get(hw: HardwareConfig, path: str):
     return cur
 
 
-def cell_speedup(hw: HardwareConfig, in_f: int, out_f: int, setting: str, stage: str, tokens: int,
-                 method: str = "qe", transform: Optional[GraphTransform] = None) -> float:
-    """Speedup of one cell: fp16 single linear over the quantized one, same config."""
+def _cell(hw: HardwareConfig, in_f: int, out_f: int, setting: str, stage: str, tokens: int,
+          method: str = "qe", transform: Optional[GraphTransform] = None) -> tuple[float, str]:
+    """(speedup, bound of the quantized op) of one cell: fp16 single linear over the quantized one."""
     base = single_linear_graph(in_f, out_f, tokens=tokens, stage=stage)
     quant = single_linear_graph(in_f, out_f, tokens=tokens, setting=setting, method=method, stage=stage)
     if transform is not None:
         base, quant = transform(base), transform(quant)
-    return graph_cycles(base, hw) / graph_cycles(quant, hw)
+    q = estimate_graph(quant, hw)
+    return graph_cycles(base, hw) / q.cycles, q.ops["bound"].iloc[0]
+
+
+def cell_speedup(hw: HardwareConfig, in_f: int, out_f: int, setting: str, stage: str, tokens: int,
+                 method: str = "qe", transform: Optional[GraphTransform] = None) -> float:
+    """Speedup of one cell: fp16 single linear over the quantized one, same config."""
+    return _cell(hw, in_f, out_f, setting, stage, tokens, method, transform)[0]
 
 
 def reproduce(hw: HardwareConfig, stage: str = "prefill", tokens: Optional[int] = None,
@@ -89,10 +96,7 @@ def reproduce(hw: HardwareConfig, stage: str = "prefill", tokens: Optional[int] 
     rows = []
     for r in ref.itertuples():
         s = tokens if tokens is not None else int(r.seq_len)
-        q = cell_speedup(hw, int(r.in_features), int(r.out_features), r.setting, stage, s, transform=transform)
-        quant = single_linear_graph(int(r.in_features), int(r.out_features), tokens=s, setting=r.setting,
-                                    method="qe", stage=stage)
-        bound = estimate_graph(quant, hw).ops["bound"].iloc[0]
+        q, bound = _cell(hw, int(r.in_features), int(r.out_features), r.setting, stage, s, transform=transform)
         paper = float(r.paper_speedup) if stage == r.stage and s == int(r.seq_len) else float("nan")
         rows.append(dict(in_features=int(r.in_features), out_features=int(r.out_features), setting=r.setting,
                          stage=stage, seq_len=s, paper_speedup=paper, qesim_speedup=round(q, 4),
