@@ -241,7 +241,9 @@ def section_existing(out_dir: Path, own_figs: set) -> str:
     found = False
     for stem, title in (("inference", "Whole-request inference (qesim inference)"),
                         ("engines", "Analytical vs cycle engine (qesim compare-engines)"),
-                        ("moe_speedup", "MoE speedups")):
+                        ("moe_speedup", "MoE speedups (qesim moe speedup)"),
+                        ("moqe", "MoQE on SmolLM2-135M (qesim moqe run)"),
+                        ("veq", "VEQ on a synthetic MoE layer; real-model accuracy not measured (qesim moe veq)")):
         csv = out_dir / f"{stem}.csv"
         md = out_dir / f"{stem}.md"
         if not csv.exists() and not md.exists():
