@@ -62,7 +62,7 @@ def test_fast_path_equals_estimate_graph(base):
 
 
 def test_fast_path_policy_switches_and_sparsity():
-    """Structural policy fields (compute hidden, double buffering, placement) re-plan per group."""
+    """Structural policy fields (compute hidden, double buffering, placement, SFU fusion) re-plan per group."""
     sp = space_from_dict({"space": {
         "base": "flightllm-u280",
         "hw": {
@@ -70,6 +70,7 @@ def test_fast_path_policy_switches_and_sparsity():
             "policy.double_buffering": [True, False],
             "policy.adapters_resident": [False, True],
             "placement.activations": ["hbm", "ddr"],
+            "policy.sfu_fusion": [True, False],
         },
         "workload": {"model": "qwen2vl-2b", "setting": ["W4A8", "W3A16"], "method": "qe"},
         "scenarios": [{"density": 1.0, "setting": "W4A8"}, {"density": 0.5, "setting": "W3A16"}],

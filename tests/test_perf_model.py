@@ -188,3 +188,72 @@ def test_act_quant_unit_policy(toy_hw):
     in_mmu = estimate_graph(g, toy_hw.with_updates({"policy.act_quant_unit": "mmu"})).ops.iloc[0]
     assert in_mmu.sfu_cycles == 0
     assert in_mmu.bytes == on_sfu.bytes == 16 * 64 * 2 + 16 * 64  # fp16 in, int8 out, still off-chip
+
+
+# ----------------------------------------------------------------------------- SFU fusion
+def _chain(M=16, K=64, N=64):
+    return [LinearOp(name="fc", in_features=K, out_features=N, tokens=M),
+            SfuOp(name="add", func="eltwise_add", rows=M, width=N, inputs=2),
+            SfuOp(name="norm", func="rmsnorm", rows=M, width=N)]
+
+
+def test_sfu_fusion_by_hand(toy_hw):
+    ops = _chain()
+    g = LayerGraph(name="t", model="t", stage="prefill", seq_len=16, context_len=0, ops=ops)
+    off = estimate_graph(g, toy_hw).ops
+    lin = off.iloc[0]
+    n = lin.steps
+    # unfused (16 B/cycle, 4 SFU lanes): fc 12288 B, 2048 MPE cycles (test above);
+    # add: loads 2 x 2048 B, stores 2048 B -> 384 cycles; SFU 1024 elems x 1 / 4 = 256; 16 steps
+    # norm: 2048 + 2048 B -> 256 cycles; SFU (3 x 1024 + 16 rsqrt) / 4 = 772; 16 steps
+    assert off.iloc[1].cycles == pytest.approx(384 + 256 / 16)
+    assert off.iloc[2].cycles == pytest.approx(772 + 256 / 16)
+    assert lin.cycles == pytest.approx(2048 + 768 / n)
+    on = estimate_graph(g, toy_hw.with_updates({"policy.sfu_fusion": True}))
+    assert list(on.ops.name) == ["fc"]
+    r = on.ops.iloc[0]
+    # fused: fc's 2048 B output store is dropped, add loads only the residual (2048 B) and stores
+    # 2048 B, norm reads add's output from the buffer and stores 2048 B:
+    # 12288 - 2048 + 2048 + 2048 + 0 + 2048 = 16384 B -> 1024 cycles; SFU 256 + 772 = 1028 < 2048 MPE
+    assert r.bytes == 16384
+    assert r.sfu_cycles == pytest.approx(1028)
+    assert r.steps == n
+    assert r.cycles == pytest.approx(2048 + 1024 / n)
+    assert on.cycles < estimate_graph(g, toy_hw).cycles
+    # serial SFU (sfu_overlaps_mpe off): the fused SFU work adds to the MPE's per step
+    ser = estimate_graph(g, toy_hw.with_updates({"policy.sfu_fusion": True, "policy.sfu_overlaps_mpe": False}))
+    assert ser.ops.iloc[0].cycles == pytest.approx(2048 + 1028 + 1024 / n)
+
+
+def test_fusion_plan_on_a_decoder():
+    from qesim.perf.fusion import fusion_plan
+
+    hw = load_hw("flightllm-u280")
+    assert hw.policy.sfu_fusion
+    g = build_graph("qwen2vl-7b", stage="prefill", seq_len=128, setting="W4A8")
+    pairs = [(g.ops[f.into].name, g.ops[i].name, f.first) for i, f in fusion_plan(g, hw).items()]
+    assert pairs == [("layer.attention", "layer.o_quant", True),
+                     ("layer.o_proj", "layer.attn_residual", True),
+                     ("layer.o_proj", "layer.post_attn_norm", False),
+                     ("layer.o_proj", "layer.mlp_in_quant", False),
+                     ("layer.up_proj", "layer.act", True),
+                     ("layer.up_proj", "layer.down_quant", False),
+                     ("layer.down_proj", "layer.mlp_residual", True)]
+    # RoPE (consumes q, k; follows v_proj), the pre-attention norm and the final norm stay standalone
+    kept = [o.name for o in plan_graph(g, hw).ops]
+    assert {"layer.rope", "layer.input_norm", "final_norm"} <= set(kept)
+    assert fusion_plan(g, hw.with_updates({"policy.sfu_fusion": False})) == {}
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 200), st.integers(1, 300), st.integers(1, 300), st.sampled_from(["prefill", "decode"]),
+       st.sampled_from(["qe-paper-npu", "flightllm-u280", "flightllm-vhk158", "nvidia-a100"]), st.booleans())
+def test_fusion_never_slower_never_more_bytes(M, K, N, stage, hwname, overlap):
+    hw = load_hw(hwname).with_updates({"policy.sfu_overlaps_mpe": overlap})
+    M = 1 if stage == "decode" else M
+    g = LayerGraph(name="t", model="t", stage=stage, seq_len=M, context_len=0, ops=_chain(M, K, N))
+    off = estimate_graph(g, hw.with_updates({"policy.sfu_fusion": False}))
+    on = estimate_graph(g, hw.with_updates({"policy.sfu_fusion": True}))
+    assert on.cycles <= off.cycles * (1 + 1e-9)
+    assert sum(on.bytes_by_memory.values()) <= sum(off.bytes_by_memory.values()) + 1e-6
+    assert on.ops.sfu_cycles.sum() == pytest.approx(off.ops.sfu_cycles.sum())

@@ -17,7 +17,10 @@ def test_compare_engines_function():
     hw = load_hw("flightllm-u280")
     g = build_graph("qwen2vl-2b", stage="prefill", seq_len=128, setting="W4A8", method="qe")
     c = compare_engines(g, hw)
-    assert list(c.ops["name"]) == [op.name for op in g.ops]
+    from qesim.perf.fusion import fusion_plan
+
+    fused = fusion_plan(g, hw)  # SFU ops fused into their MPE op have no row of their own
+    assert fused and list(c.ops["name"]) == [op.name for i, op in enumerate(g.ops) if i not in fused]
     assert abs(c.diff_pct) < 3
     # the DDR->HBM embedding gather runs in per-token chunks: no per-op outlier is left on this config
     # (cross-memory one-step ops are exercised by the config-variant test below)

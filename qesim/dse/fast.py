@@ -30,6 +30,7 @@ import numpy as np
 
 from qesim.graph.ir import AttentionOp, EmbeddingOp, LayerGraph, LinearOp, SfuOp
 from qesim.hw.config import HardwareConfig
+from qesim.perf.fusion import fused_deltas, fusion_plan, sfu_traffic
 from qesim.perf.model import linear_terms
 from qesim.perf.planner import ACC_BYTES, _pad, candidates
 
@@ -375,6 +376,9 @@ class _LinearVec:
         if plan is None:
             plan = plan_cache[key] = _LinearPlan(st)
         self.plan = plan
+        self.fused: list = []  # _FixedVec SFU ops fused into this op (qesim.perf.fusion)
+        self.mem_delta: dict = {}  # memory -> bytes per call that fusion adds (may be < 0)
+        self.min_steps = 0.0  # the fused op runs at least the fused SFU ops' steps
 
     def evaluate(self, hv: HwVec, tiles: bool = False) -> OpVec:
         op, n = self.op, hv.n
@@ -387,7 +391,13 @@ class _LinearVec:
         mem_bytes[self.amem] = mem_bytes.get(self.amem, 0.0) + x_b
         if self.o_bytes > 0:
             mem_bytes[self.amem] = mem_bytes[self.amem] + self.o_bytes
-        cyc, mem, busy, sfu = _timing(n, mem_bytes, hv.bpc, mpe, 0.0, steps, self.hidden, self.db, self.overlaps)
+        sfu = 0.0
+        if self.fused:
+            steps = np.maximum(steps, self.min_steps)
+            sfu = sum(f.sfu_array(hv) for f in self.fused)
+            for m, d in self.mem_delta.items():
+                mem_bytes[m] = mem_bytes.get(m, 0.0) + d
+        cyc, mem, busy, sfu = _timing(n, mem_bytes, hv.bpc, mpe, sfu, steps, self.hidden, self.db, self.overlaps)
         return OpVec(op.name, "linear", op.repeat, cyc, mpe, busy, sfu, mem, mem_bytes, self.macs, steps, tile)
 
     def plan_arrays(self, hv: HwVec, tiles: bool = False):
@@ -444,12 +454,10 @@ class _FixedVec:
         self.att_macs, self.scores, self.mode, self.att_bits = 0.0, 0.0, "mm", 16
         load: dict = {}
         store: dict = {}
+        self.fused: list = []  # SFU ops fused into this (attention) op
         if isinstance(op, SfuOp):
             self.kind = "sfu"
-            mem = hw.placement.activations
-            if sp.activations_offchip:
-                load = {mem: op.rows * op.width * op.in_bits / 8.0 * op.inputs}
-                store = {mem: op.rows * op.width * op.out_bits / 8.0}
+            load, store = sfu_traffic(op, hw, stage)
             self.steps = max(1, min(op.rows, 64))
             self.hidden, self.db, self.overlaps = False, pol.double_buffering, True
             self.macs = 0
@@ -489,24 +497,30 @@ class _FixedVec:
         store = {k: float(v) for k, v in store.items() if v > 0}
         self.mem_bytes = {m: load.get(m, 0.0) + store.get(m, 0.0) for m in MEMS if m in load or m in store}
 
+    def sfu_array(self, hv: HwVec) -> np.ndarray:
+        """SFU cycles per call over points (as ``_sfu`` / ``_attention`` in qesim.perf.model)."""
+        op, n = self.op, hv.n
+        if self.kind == "sfu":
+            if self.quant_in_mmu:  # as qesim.perf.model._sfu
+                return np.zeros(n)
+            per_el, per_row = _sfu_table(op.func, hv.sfu)
+            return np.broadcast_to((op.rows * op.width * per_el + op.rows * per_row) / hv.sfu["lanes"], (n,))
+        if self.kind == "attention":
+            per_el, per_row = _sfu_table("softmax", hv.sfu)
+            b, H, q = op.batch, op.heads, op.q_len
+            return np.broadcast_to((b * H * self.scores * per_el + b * H * q * per_row) / hv.sfu["lanes"], (n,))
+        return np.zeros(n)
+
     def evaluate(self, hv: HwVec, tiles: bool = False) -> OpVec:
         n = hv.n
         op = self.op
-        if self.kind == "sfu":
-            per_el, per_row = _sfu_table(op.func, hv.sfu)
-            elems = op.rows * op.width
-            sfu = (elems * per_el + op.rows * per_row) / hv.sfu["lanes"]
-            if self.quant_in_mmu:  # as qesim.perf.model._sfu
-                sfu = np.zeros(n)
-            mpe = np.zeros(n)
-        elif self.kind == "attention":
-            rate = hv.rate(self.mode, self.att_bits, op.act_bits)
-            mpe = self.att_macs / rate
-            per_el, per_row = _sfu_table("softmax", hv.sfu)
-            b, H, q = op.batch, op.heads, op.q_len
-            sfu = (b * H * self.scores * per_el + b * H * q * per_row) / hv.sfu["lanes"]
+        if self.kind == "attention":
+            mpe = self.att_macs / hv.rate(self.mode, self.att_bits, op.act_bits)
         else:
-            mpe, sfu = np.zeros(n), np.zeros(n)
+            mpe = np.zeros(n)
+        sfu = self.sfu_array(hv)
+        for f in self.fused:
+            sfu = sfu + f.sfu_array(hv)
         steps = float(self.steps)
         cyc, mem, busy, sfu = _timing(n, self.mem_bytes, hv.bpc, mpe, sfu, steps, self.hidden, self.db,
                                       self.overlaps)
@@ -544,12 +558,42 @@ class CompiledGraph:
         self.tokens = graph.batch * graph.seq_len
         self.ops = [(_LinearVec(op, hw, graph.stage, plan_cache) if isinstance(op, LinearOp)
                      else _FixedVec(op, hw, graph.stage)) for op in graph.ops]
+        # SFU fusion (qesim.perf.fusion, as plan_graph): fused SFU ops are folded into their MPE op
+        self.fplan = fusion_plan(graph, hw)
+        for i, f in self.fplan.items():
+            t, sf = self.ops[f.into], self.ops[i]
+            t.fused.append(sf)
+            if isinstance(t, _LinearVec):
+                t.min_steps = max(t.min_steps, float(sf.steps))
+            else:
+                t.steps = max(t.steps, sf.steps)
+        for j, (dl, ds) in fused_deltas(graph, hw, self.fplan).items():
+            t = self.ops[j]
+            delta = {m: dl.get(m, 0.0) + ds.get(m, 0.0) for m in set(dl) | set(ds)}
+            if isinstance(t, _LinearVec):
+                t.mem_delta = delta
+            else:
+                mb = dict(t.mem_bytes)
+                for m, d in delta.items():
+                    mb[m] = mb.get(m, 0.0) + d
+                t.mem_bytes = {m: b for m, b in mb.items() if b > 0}
         lin = [o for o in self.ops if isinstance(o, _LinearVec)]
         fix = [o for o in self.ops if isinstance(o, _FixedVec)]
+        pos = {id(o): k for k, o in enumerate(lin)}
+        pos.update({id(o): k for k, o in enumerate(fix)})
+        fused_ids = {id(self.ops[i]) for i in self.fplan}
+        # (fixed-op index of a fused SFU op, index of its target among lin / fix ops)
+        self._fuse_lin = [(pos[id(self.ops[i])], pos[id(self.ops[f.into])]) for i, f in self.fplan.items()
+                          if isinstance(self.ops[f.into], _LinearVec)]
+        self._fuse_fix = [(pos[id(self.ops[i])], pos[id(self.ops[f.into])]) for i, f in self.fplan.items()
+                          if isinstance(self.ops[f.into], _FixedVec)]
         self._lin, self._fix = lin, fix
         col = lambda xs, dt=float: np.array(xs, dtype=dt).reshape(-1, 1)  # noqa: E731
         if lin:
             self._L = dict(rep=col([o.op.repeat for o in lin]), kept=col([o.kept for o in lin]),
+                           dmb={m: col([o.mem_delta.get(m, 0.0) for o in lin]) for m in MEMS
+                                if any(m in o.mem_delta for o in lin)},
+                           minsteps=col([o.min_steps for o in lin]),
                            extra=col([o.extra for o in lin]), ob=col([o.o_bytes for o in lin]),
                            hidden=col([o.hidden for o in lin], bool), db=col([o.db for o in lin], bool),
                            ov=col([o.overlaps for o in lin], bool), wmem=hw.placement.weights,
@@ -570,7 +614,7 @@ class CompiledGraph:
                 else:
                     a1.append(0)
                     a2.append(0)
-            self._F = dict(rep=col([o.op.repeat for o in fix]), steps=col([o.steps for o in fix]),
+            self._F = dict(rep=col([0 if id(o) in fused_ids else o.op.repeat for o in fix]), steps=col([o.steps for o in fix]),
                            hidden=col([o.hidden for o in fix], bool), db=col([o.db for o in fix], bool),
                            ov=col([o.overlaps for o in fix], bool), att=np.array(att),
                            att_macs=col([o.att_macs if a else 0.0 for o, a in zip(fix, att)]),
@@ -607,20 +651,7 @@ class CompiledGraph:
                     acc[m] = acc[m] + (memc[m] * rep).sum(axis=0)
                     acc["b_" + m] = acc["b_" + m] + (np.broadcast_to(mb[m], cyc.shape) * rep).sum(axis=0)
 
-        if self._lin:
-            L = self._L
-            parts = [o.plan_arrays(hv) for o in self._lin]
-            pad = np.stack([p[0] for p in parts])
-            steps = np.stack([p[1] for p in parts])
-            wb = np.stack([p[2] for p in parts])
-            xb = np.stack([p[3] for p in parts])
-            rate = np.stack([p[5] for p in parts])
-            adc = np.stack([np.broadcast_to(p[6], (n,)) for p in parts])
-            mpe = pad * L["kept"] / rate + adc
-            mb = {L["wmem"]: wb + L["extra"]}
-            mb[L["amem"]] = (mb[L["amem"]] if L["amem"] in mb else 0.0) + xb
-            mb[L["amem"]] = mb[L["amem"]] + L["ob"]
-            block(mb, mpe, np.zeros((1, n)), steps, L["hidden"], L["db"], L["ov"], L["rep"])
+        sfu_lin = np.zeros((len(self._lin), n))
         if self._fix:
             F = self._F
             tabs = hv.memo.get("sfu_tables")
@@ -635,6 +666,27 @@ class CompiledGraph:
             pe = np.stack([tabs[f][0] for f in F["funcs"]])
             pr = np.stack([tabs[f][1] for f in F["funcs"]])
             sfu = (F["a1"] * pe + F["a2"] * pr) / hv.sfu["lanes"][None, :]
+            for a, b in self._fuse_lin:  # fused SFU work joins its MPE op (rep of a is 0)
+                sfu_lin[b] += sfu[a]
+            for a, b in self._fuse_fix:
+                sfu[b] = sfu[b] + sfu[a]
+        if self._lin:
+            L = self._L
+            parts = [o.plan_arrays(hv) for o in self._lin]
+            pad = np.stack([p[0] for p in parts])
+            steps = np.maximum(np.stack([p[1] for p in parts]), L["minsteps"])
+            wb = np.stack([p[2] for p in parts])
+            xb = np.stack([p[3] for p in parts])
+            rate = np.stack([p[5] for p in parts])
+            adc = np.stack([np.broadcast_to(p[6], (n,)) for p in parts])
+            mpe = pad * L["kept"] / rate + adc
+            mb = {L["wmem"]: wb + L["extra"]}
+            mb[L["amem"]] = (mb[L["amem"]] if L["amem"] in mb else 0.0) + xb
+            mb[L["amem"]] = mb[L["amem"]] + L["ob"]
+            for m, d in L["dmb"].items():
+                mb[m] = (mb[m] if m in mb else 0.0) + d
+            block(mb, mpe, sfu_lin, steps, L["hidden"], L["db"], L["ov"], L["rep"])
+        if self._fix:
             mpe = np.zeros((len(self._fix), n))
             if F["att"].any():
                 idx = np.flatnonzero(F["att"])
@@ -658,7 +710,7 @@ class CompiledGraph:
 
     def _evaluate_ops(self, hv: HwVec, tiles: bool = False) -> GraphVec:
         n = hv.n
-        ops = [o.evaluate(hv, tiles) for o in self.ops]
+        ops = [o.evaluate(hv, tiles) for k, o in enumerate(self.ops) if k not in self.fplan]
         acc = {k: np.zeros(n) for k in ("cycles", "compute", "sfu", "hbm", "ddr", "b_hbm", "b_ddr")}
         for o in ops:
             r = o.repeat

@@ -141,6 +141,10 @@ class Policy(_Strict):
     scale_bits: int = Field(16, ge=1, le=32, description="bits of one scale or zero-point")
     sfu_overlaps_mpe: bool = Field(
         True, description="SFU work of an op runs concurrently with its MPE/memory pipeline")
+    sfu_fusion: bool = Field(
+        False, description="an SFU op that consumes the output of the MPE op before it (same rows, width and "
+        "repeat) streams through the SFU inside that op's pipeline instead of running as its own op "
+        "(qesim.perf.fusion)")
     attention_bits: int = Field(16, ge=1, le=32, description="precision of QK^T/PV operands")
     act_quant_unit: Literal["sfu", "mmu"] = Field(
         "sfu", description="where per-token activation quantization (absmax + scale) runs: on the SFU "

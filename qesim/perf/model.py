@@ -32,13 +32,14 @@ activations are off-chip. Embedding: a gather of tokens x hidden from its memory
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 import pandas as pd
 
 from qesim.graph.ir import AttentionOp, EmbeddingOp, LayerGraph, LinearOp, LowRankAdapters, SfuOp
 from qesim.hw.config import HardwareConfig
+from qesim.perf.fusion import fused_deltas, fusion_plan, sfu_traffic
 from qesim.perf.planner import GemmProblem, plan_gemm, traffic, _pad
 from qesim.perf.schedule import GraphSchedule, OpSchedule
 from qesim.perf.timing import OpTiming, op_timing
@@ -215,15 +216,12 @@ def _sfu_cycles_per_element(func: str, hw: HardwareConfig) -> tuple[float, float
 
 
 def _sfu(op: SfuOp, hw: HardwareConfig, stage: str) -> OpSchedule:
-    sp = hw.stage_policy(stage)
     per_el, per_row = _sfu_cycles_per_element(op.func, hw)
     elems = op.rows * op.width
     cycles = (elems * per_el + op.rows * per_row) / hw.sfu.lanes
     if op.func == "quantize" and hw.policy.act_quant_unit == "mmu":
         cycles = 0.0  # quantization units on the memory path (FlightLLM MMU), not the SFU
-    mem = hw.placement.activations
-    load = {mem: op.rows * op.width * op.in_bits / 8.0 * op.inputs} if sp.activations_offchip else {}
-    store = {mem: op.rows * op.width * op.out_bits / 8.0} if sp.activations_offchip else {}
+    load, store = sfu_traffic(op, hw, stage)
     steps = max(1, min(op.rows, 64))
     return OpSchedule(
         name=op.name, kind="sfu", repeat=op.repeat, steps=steps, load_bytes=_clean(load),
@@ -300,12 +298,39 @@ def plan_graph(graph: LayerGraph, hw: HardwareConfig) -> GraphSchedule:
             gs.ops.append(plan_moe(op, hw, graph.stage))
         else:  # pragma: no cover - the IR union is closed
             raise TypeError(f"no cost model for op kind {op.kind!r}")
+    if hw.policy.sfu_fusion:
+        gs.ops = _fuse(gs.ops, graph, hw)
     if resident_bytes > hw.buffers.adapter_bytes:
         gs.warnings.append(
             f"policy.adapters_resident: the graph's adapters need {resident_bytes / 2**20:.1f} MiB on chip, "
             f"buffers.adapter_bytes is {hw.buffers.adapter_bytes / 2**20:.1f} MiB"
         )
     return gs
+
+
+def _fuse(ops: list, graph: LayerGraph, hw: HardwareConfig) -> list:
+    """Fold fused SFU ops (``qesim.perf.fusion.fusion_plan``) into their MPE op's schedule: SFU
+    cycles add to its ``sfu_cycles``, bytes change by ``fused_deltas``, and the op pipelines at the
+    finer of the two step granularities (``max`` of the steps: the SFU streams the output row
+    block by row block); the SFU ops disappear."""
+    plan = fusion_plan(graph, hw)
+    if not plan:
+        return ops
+    deltas = fused_deltas(graph, hw, plan)
+    out = list(ops)
+    for i, f in plan.items():
+        t, s = out[f.into], ops[i]
+        out[f.into] = replace(t, sfu_cycles=t.sfu_cycles + s.sfu_cycles, steps=max(t.steps, s.steps),
+                              notes=t.notes + (f"fused {s.name}",))
+    for j, (dl, ds) in deltas.items():
+        t = out[j]
+        load, store = dict(t.load_bytes), dict(t.store_bytes)
+        for m, b in dl.items():
+            load[m] = load.get(m, 0.0) + b
+        for m, b in ds.items():
+            store[m] = store.get(m, 0.0) + b
+        out[j] = replace(t, load_bytes=_clean(load), store_bytes=_clean(store))
+    return [o for k, o in enumerate(out) if k not in plan]
 
 
 # ----------------------------------------------------------------------------- estimates
