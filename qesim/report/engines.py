@@ -161,6 +161,8 @@ VARIANTS = {
     "decode activations off-chip": {"policy.decode.activations_offchip": True},
     "64 KiB buffers": {"buffers.weight_bytes": 65536, "buffers.act_bytes": 65536, "buffers.out_bytes": 65536},
     "SFU serial to MPE": {"policy.sfu_overlaps_mpe": False},
+    "SFU ops not fused": {"policy.sfu_fusion": False},
+    "fused SFU serial, activations in DDR": {"policy.sfu_overlaps_mpe": False, "placement.activations": "ddr"},
 }
 
 

@@ -243,6 +243,7 @@ def section_existing(out_dir: Path, own_figs: set) -> str:
                         ("engines", "Analytical vs cycle engine (qesim compare-engines)"),
                         ("moe_speedup", "MoE speedups (qesim moe speedup)"),
                         ("moqe", "MoQE on SmolLM2-135M (qesim moqe run)"),
+                        ("moqe_same_budget", "MoQE with three W4A8 variants (qesim moqe run --name moqe_same_budget)"),
                         ("veq", "VEQ on a synthetic MoE layer; real-model accuracy not measured (qesim moe veq)")):
         csv = out_dir / f"{stem}.csv"
         md = out_dir / f"{stem}.md"
