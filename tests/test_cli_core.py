@@ -29,12 +29,17 @@ def test_estimate_json_contract(hw, capsys):
     assert d["tokens_per_s"] == pytest.approx(128 / d["latency_s"])
     assert d["speedup_vs_fp16"] == pytest.approx(d["fp16_latency_s"] / d["latency_s"])
     assert d["speedup_vs_fp16"] > 1.0
+    # SFU ops fused into their MPE op are listed, and have no row of their own
+    names = {o["name"] for o in d["ops"]}
+    assert not names & set(d["fused_into"]) and set(d["fused_into"].values()) <= names
+    assert bool(d["fused_into"]) == (hw != "nvidia-a100")  # sfu_fusion: on except for the A100
 
 
 def test_estimate_table_and_decode(capsys):
     rc, out, _ = run(["estimate", "--model", "llama2-7b", "--hw", "flightllm-u280", "--stage", "decode",
                       "--context", "512"], capsys)
     assert rc == 0 and "tokens/s" in out and "layer.q_proj" in out and "bound: hbm" in out
+    assert "fused SFU ops" in out and "layer.down_proj <- layer.mlp_residual" in out
 
 
 def test_estimate_graph_file(tmp_path, capsys):

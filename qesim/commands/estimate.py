@@ -85,6 +85,10 @@ def run(args: argparse.Namespace) -> int:
     d = est.to_dict()
     d.update(model=graph.model, setting=graph.setting, method=graph.method, engine=args.engine,
              batch=graph.batch, seq_len=graph.seq_len, context_len=graph.context_len)
+    from qesim.perf.fusion import fusion_plan
+
+    # SFU ops fused into the MPE op that feeds them (policy.sfu_fusion): they have no row of their own
+    d["fused_into"] = {graph.ops[i].name: graph.ops[f.into].name for i, f in fusion_plan(graph, hw).items()}
     if graph.setting != "W16A16" and not Path(args.model).is_file():
         # the same pass at fp16 on the same hardware and engine
         base = graph_from_args(argparse.Namespace(**{**vars(args), "setting": "W16A16", "method": "none",
@@ -111,4 +115,10 @@ def run(args: argparse.Namespace) -> int:
     for o in d["ops"]:
         print(f"{o['name']:<22} {o['kind']:<9} {o['repeat']:>3} {o['cycles']:>12.4g} "
               f"{o['total_cycles'] / total * 100:>5.1f}% {_fmt_bytes(o['bytes']):>11} {o['bound']:<8} {o['tile']}")
+    if d["fused_into"]:
+        groups: dict = {}
+        for sfu, into in d["fused_into"].items():
+            groups.setdefault(into, []).append(sfu)
+        print("fused SFU ops (policy.sfu_fusion; their cycles and bytes are in the row named first): "
+              + "; ".join(f"{into} <- {', '.join(v)}" for into, v in groups.items()))
     return 0

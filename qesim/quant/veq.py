@@ -18,8 +18,8 @@ Two components, each on its own backbone, as in the paper (facts file §1):
   it becomes ``H~ = X diag(c) X^T`` with ``c_j = p_j * alpha_j`` (p_j = router affinity of token
   j for this expert, alpha_j = gamma for text and 1 for vision tokens). Sparse routing leaves
   rarely-chosen experts with fewer tokens than input channels, so H~ is rank-deficient; it is
-  damped with ``lambda = percdamp * mean(diag H~)`` and, when the number of tokens with c_j > 0
-  is below the input width, with the larger ``percdamp_deficient``.
+  damped with ``lambda = percdamp * mean(diag H~)`` and, when the effective number of weighted
+  tokens ``(sum c)^2 / sum c^2`` is below 4x the input width, with the larger ``percdamp_deficient``.
 
 Evaluation metric (both components): the modality- and affinity-weighted output error of the
 MoE layer on held-out tokens, ``sum_j g_j sum_{i in topk(j)} p_ij ||(W_i - W^_i) x_j||^2``
