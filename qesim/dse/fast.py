@@ -614,7 +614,9 @@ class CompiledGraph:
                 else:
                     a1.append(0)
                     a2.append(0)
-            self._F = dict(rep=col([0 if id(o) in fused_ids else o.op.repeat for o in fix]), steps=col([o.steps for o in fix]),
+            # a fused SFU op counts 0 times on its own (its work is in its MPE op's row)
+            self._F = dict(rep=col([0 if id(o) in fused_ids else o.op.repeat for o in fix]),
+                           steps=col([o.steps for o in fix]),
                            hidden=col([o.hidden for o in fix], bool), db=col([o.db for o in fix], bool),
                            ov=col([o.overlaps for o in fix], bool), att=np.array(att),
                            att_macs=col([o.att_macs if a else 0.0 for o, a in zip(fix, att)]),
