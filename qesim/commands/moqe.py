@@ -177,7 +177,11 @@ def _write(args, seq, tokr, cost_seq, cost_tok, timings, total_s, sizes) -> None
         + ", ".join(f"{k} {100 * v:.0f} %" for k, v in seq.route_share.items())
         + f"; oracle: " + ", ".join(f"{k} {100 * v:.0f} %" for k, v in seq.oracle_share.items())
         + f"; agreement with the oracle {100 * seq.router_acc_eval:.0f} %; tau = {seq.tau:.2f}, "
-        f"default = {seq.default}.",
+        f"default = {seq.default}."
+        + (" With tau = 1 the validation split found no confidence margin at which the router's overrides "
+           "beat always running the default, so MoQE runs the default (the best single variant on "
+           "calibration) on every sequence: the mean-pooled FP embedding does not predict which variant "
+           "wins a sequence here." if seq.tau >= 1.0 else ""),
         f"- Per-token routing: ppl {tokr.ppl_routed:.3f}; a sequence runs on average "
         f"{tokr.extra['variants_run_per_seq']:.2f} variants (every variant picked by one token runs over the "
         "whole sequence).",
