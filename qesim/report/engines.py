@@ -150,7 +150,10 @@ def sweep(models: Iterable[str], hw_names: Iterable[str] = HW_NAMES, settings: I
                         outs.append(dict(model=model, stage=stage, setting=setting, hw=hn, op=r.name, kind=r.kind,
                                          steps=int(r.steps), analytical=r.analytical, cycle=r.cycle,
                                          diff_pct=r.diff_pct, share_pct=r.share_pct, why=why(r)))
-    return pd.DataFrame(rows), pd.DataFrame(outs), skipped
+    # the outlier table keeps its columns when there are no outliers (the usual case)
+    out_cols = ["model", "stage", "setting", "hw", "op", "kind", "steps", "analytical", "cycle", "diff_pct",
+                "share_pct", "why"]
+    return pd.DataFrame(rows), pd.DataFrame(outs, columns=out_cols), skipped
 
 
 #: config variants of flightllm-u280 (dotted-path updates) for the what-if section
