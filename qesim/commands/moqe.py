@@ -136,7 +136,7 @@ def _write(args, seq, tokr, cost_seq, cost_tok, timings, total_s, sizes) -> None
     rows += [(v, "single", p) for v, p in seq.ppl_single.items()]
     rows += [("oracle", "per-sequence", seq.ppl_oracle), ("moqe", "per-sequence", seq.ppl_routed),
              ("oracle", "per-token", tokr.ppl_oracle), ("moqe", "per-token", tokr.ppl_routed)]
-    stem = getattr(args, "name", None) or "moqe"
+    stem = args.name
     with open(out / f"{stem}.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["variant", "routing", "eval_ppl"])
@@ -229,8 +229,7 @@ def _command_line(args) -> str:
     """The command that reproduces this run (every option, defaults included)."""
     parts = ["qesim moqe run", "--variants " + " ".join(args.variants)]
     for opt in ("n_calib", "quant_calib", "n_eval", "seq_len", "seed", "out", "name", "hw"):
-        if hasattr(args, opt):
-            parts.append(f"--{opt.replace('_', '-')} {getattr(args, opt)}")
-    if getattr(args, "skip_fp", False):
+        parts.append(f"--{opt.replace('_', '-')} {getattr(args, opt)}")
+    if args.skip_fp:
         parts.append("--skip-fp")
     return " ".join(parts)
