@@ -1,7 +1,7 @@
 """``qesim estimate``: latency, cycles, bytes and bound of one model pass on one hardware config.
 
     qesim estimate --model qwen2vl-7b --hw flightllm-u280 --setting W4A8 --method qe \\
-                   --stage prefill --seq-len 128 [--context 0] [--batch 1] [--density 1.0] \\
+                   --stage prefill --seq-len 128 [--context 0] [--batch 1] [--density D|NAME=D,...] [--group-size G] \\
                    [--engine analytical|cycle] [--json]
     qesim estimate --model G.json --hw qe-paper-npu          # an exported / hand-written graph
 """
@@ -25,7 +25,12 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--context", type=int, default=None,
                    help="tokens already in the KV cache (default: 0 for prefill, 512 for decode)")
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--density", type=float, default=1.0, help="kept weight fraction (N:M sparsity), 0 < D <= 1")
+    p.add_argument("--density", default="1.0",
+                   help="kept weight fraction (N:M sparsity), 0 < D <= 1, of every decoder linear; or per linear, "
+                   "NAME=D[,NAME=D...] (e.g. q_proj=0.7,k_proj=0.7; the others stay dense)")
+    p.add_argument("--group-size", type=int, default=None,
+                   help="weights per quantization group along in_features (-1 = per output channel; default: g128 "
+                   "for weight-only settings, per channel for W-A settings)")
     p.add_argument("--kv-bits", type=int, default=None, help="KV-cache bits (default 16)")
 
 
@@ -45,7 +50,7 @@ def graph_from_args(args: argparse.Namespace):
     context = args.context if args.context is not None else (512 if args.stage == "decode" else 0)
     return build_graph(args.model, stage=args.stage, seq_len=args.seq_len, context_len=context, batch=args.batch,
                        setting=args.setting or "W16A16", method=args.method or "none", density=args.density,
-                       kv_bits=args.kv_bits)
+                       kv_bits=args.kv_bits, group_size=getattr(args, "group_size", None))
 
 
 def run_engine(graph, hw, engine: str):
@@ -77,8 +82,12 @@ def _fmt_bytes(b: float) -> str:
 def run(args: argparse.Namespace) -> int:
     from qesim.hw.loader import load_hw
 
-    if not 0 < args.density <= 1:
-        raise InputError(f"--density must be in (0, 1] (got {args.density})")
+    from qesim.graph.settings import parse_density
+
+    try:
+        parse_density(args.density)
+    except InputError as e:
+        raise InputError(f"--density: {e}") from None
     hw = load_hw(args.hw)
     graph = graph_from_args(args)
     est = run_engine(graph, hw, args.engine)

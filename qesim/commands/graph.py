@@ -3,7 +3,8 @@
     qesim graph schema                    # JSON schema of a layer graph
     qesim graph presets [--json]          # known models with their key dimensions
     qesim graph build --model NAME --stage prefill|decode [--seq-len N] [--context N] [--batch B]
-                      [--setting W4A8] [--method qe] [--density D] [--kv-bits B] [--out G.json]
+                      [--setting W4A8] [--method qe] [--density D|NAME=D,...] [--group-size G]
+                      [--kv-bits B] [--out G.json]
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ def _build(args: argparse.Namespace) -> int:
     from qesim.graph.builders import build_graph
 
     g = build_graph(args.model, stage=args.stage, seq_len=args.seq_len, context_len=args.context, batch=args.batch,
-                    setting=args.setting, method=args.method, density=args.density, kv_bits=args.kv_bits)
+                    setting=args.setting, method=args.method, density=args.density, kv_bits=args.kv_bits,
+                    group_size=args.group_size)
     text = g.to_json()
     if args.out:
         _write(args.out, text)
@@ -89,7 +91,10 @@ def register(subparsers) -> None:
     s.add_argument("--batch", type=int, default=1, help="sequences (default 1)")
     s.add_argument("--setting", default="W16A16", help="W{w}A{a}, e.g. W4A8 (default W16A16)")
     s.add_argument("--method", default="none", help="adapter structure: none, lqer, aser, qe, ... (default none)")
-    s.add_argument("--density", type=float, default=1.0, help="weight density of decoder linears (default 1.0)")
+    s.add_argument("--density", default="1.0", help="weight density of every decoder linear (default 1.0), or per "
+                   "linear NAME=D[,NAME=D...] (e.g. q_proj=0.7,k_proj=0.7; the others stay dense)")
+    s.add_argument("--group-size", type=int, default=None, help="weights per quantization group (-1 = per output "
+                   "channel; default: g128 for weight-only settings, per channel for W-A settings)")
     s.add_argument("--kv-bits", type=int, default=None, help="KV-cache bits (default 16)")
     s.add_argument("--out", help="write the graph JSON here instead of stdout")
     s.set_defaults(func=_build)

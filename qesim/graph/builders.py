@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from qesim.errors import InputError
 from qesim.graph.ir import AttentionOp, EmbeddingOp, LayerGraph, LinearOp, MoEOp, SfuOp
 from qesim.graph.presets import ModelSpec, get_spec
-from qesim.graph.settings import AdapterDefaults, linear_fields, method_adapters, parse_setting
+from qesim.graph.settings import AdapterDefaults, density_label, linear_fields, method_adapters, parse_density, parse_setting
 
 __all__ = ["build_graph", "single_linear_graph", "graph_op_name", "AdapterDefaults"]
 
@@ -76,8 +76,7 @@ def _check_common(stage: str, seq_len: int, context_len: int, batch: int, densit
         raise InputError(f"context_len must be an integer >= 0 (got {context_len!r})")
     if not isinstance(batch, int) or batch < 1:
         raise InputError(f"batch must be an integer >= 1 (got {batch!r})")
-    if not (0 < density <= 1):
-        raise InputError(f"density must be in (0, 1] (got {density!r})")
+    parse_density(density)
     if kv_bits is not None and not (1 <= kv_bits <= 32):
         raise InputError(f"kv_bits must be in 1..32 (got {kv_bits!r})")
 
@@ -105,10 +104,11 @@ def build_graph(
     batch: int = 1,
     setting: str = "W16A16",
     method: str = "none",
-    density: float = 1.0,
+    density: "float | str | dict[str, float]" = 1.0,
     adapter_defaults: AdapterDefaults = AdapterDefaults(),
     kv_bits: Optional[int] = None,
     linear_overrides: Optional[dict[str, dict]] = None,
+    group_size: Optional[int] = None,
 ) -> LayerGraph:
     """The layer graph of a whole model at one stage (see the module docstring for token counts).
 
@@ -123,12 +123,17 @@ def build_graph(
             group of linears that shares an input.
         method: adapter structure (``none``, ``lqer``, ``aser``, ``qe``, ...) attached to every
             quantized linear; none is attached when the setting is W16A16 (nothing is quantized).
-        density: fraction of weights kept (N:M sparsity) on the decoder-layer linears, at any
-            setting; embedding and lm_head stay dense.
+        density: fraction of weights kept (N:M sparsity), at any setting. A number applies to every
+            decoder-layer linear (embedding and lm_head stay dense); a mapping or
+            ``'q_proj=0.7,k_proj=0.7'`` sets the named linears (``q_proj`` or ``layer.q_proj``;
+            ``lm_head`` allowed) and keeps the others dense (the FlightLLM artifact sparsifies
+            only q_proj and k_proj).
         adapter_defaults: ranks / expert counts for ``method``.
         kv_bits: KV-cache precision in bits (default 16).
         linear_overrides: op name (e.g. ``'layer.q_proj'``, ``'lm_head'``) -> LinearOp field
             overrides, applied last (e.g. measured ``adapters`` with routing stats).
+        group_size: weights per quantization group along in_features (-1 = per output channel);
+            default: the setting's (g128 for weight-only settings, per channel for W-A settings).
 
     Raises:
         InputError: unknown model / setting / method, out-of-range sizes, an override naming an
@@ -142,10 +147,14 @@ def build_graph(
     if not spec.causal and (stage == "decode" or context_len):
         raise InputError(f"model {spec.name!r} is an encoder (bidirectional, no KV cache): only "
                          "stage 'prefill' with context 0 is valid")
-    qs = parse_setting(setting)
+    qs = parse_setting(setting, group_size)
     adapters = method_adapters(method, adapter_defaults)
     attach = adapters is not None and not qs.is_fp16
     overrides = dict(linear_overrides or {})
+    dens = parse_density(density)
+    per_linear = dens if isinstance(dens, dict) else {}
+    per_linear = {(k if k.startswith("layer.") or k == "lm_head" else f"layer.{k}"): v for k, v in per_linear.items()}
+    layer_density = 1.0 if isinstance(dens, dict) else dens
 
     q_len = seq_len if stage == "prefill" else 1
     M = batch * q_len
@@ -155,7 +164,7 @@ def build_graph(
     a_bits = qs.a_bits
     quant_acts = a_bits < 16
 
-    qfields = dict(linear_fields(qs), tokens=M, repeat=L, weight_density=density)
+    qfields = dict(linear_fields(qs), tokens=M, repeat=L, weight_density=layer_density)
     if attach:
         qfields["adapters"] = adapters
 
@@ -186,7 +195,10 @@ def build_graph(
             ops.append(sfu(name, "quantize", width, in_bits=16, out_bits=a_bits, repeat=repeat))
 
     def lin(name: str, k: int, n: int, repeat: int = L) -> None:
-        ops.append(_linear(f"layer.{name}", dict(qfields, in_features=k, out_features=n, repeat=repeat), overrides))
+        full = f"layer.{name}"
+        d = per_linear.get(full, qfields["weight_density"])
+        ops.append(_linear(full, dict(qfields, in_features=k, out_features=n, repeat=repeat, weight_density=d),
+                           overrides))
 
     pre = spec.layout == "pre_norm"
     shapes = spec.linear_shapes()
@@ -247,11 +259,16 @@ def build_graph(
         ops.append(SfuOp(name="final_norm", func=spec.norm, rows=batch if spec.lm_head else M, width=h))
     if spec.lm_head:
         head = dict(in_features=h, out_features=spec.vocab, tokens=batch, weight_bits=16, act_bits=16,
-                    act_granularity="none", out_bits=16, weight_density=1.0, repeat=1,
+                    act_granularity="none", out_bits=16, weight_density=per_linear.get("lm_head", 1.0), repeat=1,
                     weight_shared_with="embedding" if spec.tied_embeddings else None)
         ops.append(_linear("lm_head", head, overrides))
 
     names = {op.name for op in ops}
+    lin_names = [op.name for op in ops if op.kind == "linear"]
+    bad_density = [k for k in per_linear if k not in lin_names]
+    if bad_density:
+        raise InputError(f"density names unknown linear(s) {', '.join(repr(k.removeprefix('layer.')) for k in bad_density)}; "
+                         f"linears of {spec.name}: {', '.join(n.removeprefix('layer.') for n in lin_names)}")
     unknown = sorted(set(overrides) - names)
     if unknown:
         lin_names = [op.name for op in ops if op.kind == "linear"]
@@ -266,7 +283,7 @@ def build_graph(
         head_dim=spec.head_dim, vocab=spec.vocab, norm=spec.norm, mlp=spec.mlp, act=spec.act,
         tied_embeddings=spec.tied_embeddings, position=spec.position, layout=spec.layout, causal=spec.causal,
         tokens=M, q_len=q_len, kv_len=kv_len, kv_bits=16 if kv_bits is None else kv_bits,
-        density=density, adapters_attached=attach,
+        density=density_label(dens), adapters_attached=attach, group_size=qs.group_size,
         lm_head_tokens=batch if spec.lm_head else 0,
         params=spec.param_count(),
         unverified=",".join(spec.unverified) or None,

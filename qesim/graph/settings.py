@@ -42,7 +42,11 @@ class QuantSetting(BaseModel):
 
 
 def parse_setting(text: str, group_size: Optional[int] = None) -> QuantSetting:
-    """``'W4A8'`` -> QuantSetting. ``group_size`` overrides the default for weight-only settings."""
+    """``'W4A8'`` -> QuantSetting. ``group_size`` (weights per group along in_features; -1 = per output
+    channel) overrides the default of the setting: g128 for weight-only, per channel for W-A settings."""
+    if group_size is not None and (isinstance(group_size, bool) or not isinstance(group_size, int)
+                                   or (group_size != -1 and group_size < 1)):
+        raise InputError(f"group size must be an integer >= 1 or -1 (per output channel) (got {group_size!r})")
     m = _SETTING_RE.match(text.strip())
     if not m:
         raise InputError(f"setting {text!r} is not of the form W<bits>A<bits> (e.g. W4A8, W3A16, W16A16)")
@@ -52,11 +56,66 @@ def parse_setting(text: str, group_size: Optional[int] = None) -> QuantSetting:
     if w >= 16 and a >= 16:
         return QuantSetting(w_bits=16, a_bits=16)
     if a >= 16:  # weight-only: group-wise asymmetric, g128
-        return QuantSetting(w_bits=w, a_bits=16, group_size=group_size or 128, weight_symmetric=False)
+        return QuantSetting(w_bits=w, a_bits=16, group_size=128 if group_size is None else group_size,
+                            weight_symmetric=False)
     return QuantSetting(
-        w_bits=w, a_bits=a, group_size=group_size or -1, weight_symmetric=True,
+        w_bits=w, a_bits=a, group_size=-1 if group_size is None else group_size, weight_symmetric=True,
         act_granularity="per_token_dynamic",
     )
+
+
+def parse_density(value) -> "float | dict[str, float]":
+    """Weight density (kept fraction, N:M sparsity) from the command line or a sweep file.
+
+    A plain number (``0.7`` or ``"0.7"``) applies to every decoder linear; ``"q_proj=0.7,k_proj=0.7"``
+    (or a mapping) sets the named linears only (names as in the graph, with or without ``layer.``;
+    ``lm_head`` allowed) and leaves the others dense. Every density must be in (0, 1]."""
+    if isinstance(value, dict):
+        items = list(value.items())
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        items = None
+        d = float(value)
+    else:
+        text = str(value).strip()
+        if "=" not in text:
+            try:
+                d = float(text)
+            except ValueError:
+                raise InputError(f"density {value!r} is neither a number nor NAME=D[,NAME=D...] "
+                                 "(e.g. 0.5 or q_proj=0.7,k_proj=0.7)") from None
+            items = None
+        else:
+            items = []
+            for part in text.split(","):
+                name, eq, num = part.partition("=")
+                if not eq or not name.strip():
+                    raise InputError(f"density {value!r}: {part!r} is not NAME=D (e.g. q_proj=0.7)")
+                items.append((name.strip(), num.strip()))
+    if items is None:
+        if not 0 < d <= 1:
+            raise InputError(f"density must be in (0, 1] (got {value!r})")
+        return d
+    out: dict[str, float] = {}
+    for name, num in items:
+        try:
+            d = float(num)
+        except (TypeError, ValueError):
+            raise InputError(f"density of {name!r} is not a number (got {num!r})") from None
+        if not 0 < d <= 1:
+            raise InputError(f"density of {name!r} must be in (0, 1] (got {num!r})")
+        if name in out:
+            raise InputError(f"density names {name!r} twice")
+        out[str(name)] = d
+    if not out:
+        raise InputError("density: no NAME=D given")
+    return out
+
+
+def density_label(density) -> "float | str":
+    """A graph-meta value for a density: the number, or ``'q_proj=0.7,k_proj=0.7'``."""
+    if isinstance(density, dict):
+        return ",".join(f"{k}={v:g}" for k, v in density.items())
+    return float(density)
 
 
 #: methods whose deployed form is a plain quantized linear (scales folded, nothing added)

@@ -150,6 +150,91 @@ class Policy(_Strict):
         "sfu", description="where per-token activation quantization (absmax + scale) runs: on the SFU "
         "(costs SFU cycles) or in dedicated quantization units on the memory path (FlightLLM's MMU: "
         "no extra cycles; its bytes are still counted)")
+    attention_fused: bool = Field(
+        True, description="attention runs as one fused kernel (FlashAttention-style: scores stay on chip); False: "
+        "QK^T, softmax and PV run as separate ops whose score matrix goes through off-chip memory")
+
+
+# ---- fidelity terms (qesim.perf.terms; issue 16). Every default is neutral: today's numbers. ----
+#: op classes that carry their own fixed cost and achieved efficiencies (qesim.perf.terms.op_class)
+OP_CLASSES = ("linear", "attention", "softmax", "norm", "elementwise", "embedding")
+
+
+class OpClassTerms(_Strict):
+    """Fixed cost and achieved efficiencies of one op class. Defaults are neutral (no cost, peak rates).
+
+    One call of an op costs ``max(floor, fixed + issue + work)`` where ``work`` is the pipelined
+    memory/compute time of the schedule with the efficiencies below applied (qesim.perf.terms)."""
+
+    fixed_us: float = Field(0.0, ge=0, description="fixed time added to every call (microseconds): GPU kernel "
+                            "launch, prologue and tail; 0 = none")
+    fixed_cycles: float = Field(0.0, ge=0, description="fixed cycles added to every call (clock cycles): NPU "
+                                "instruction issue / dispatch of the op; 0 = none")
+    issue_cycles_per_step: float = Field(0.0, ge=0, description="instruction-issue cycles per tile step (clock "
+                                         "cycles), serial with the step pipeline (NPU); 0 = none")
+    floor_us: float = Field(0.0, ge=0, description="minimum time of one call (microseconds): host dispatch and "
+                            "synchronisation that the op's own work hides once it is long enough; 0 = none")
+    compute_efficiency: float = Field(1.0, gt=0, le=1, description="achieved fraction of the MAC (or SFU) peak "
+                                      "at large shapes (dimensionless); 1 = datasheet peak")
+    k_half: float = Field(0.0, ge=0, description="small-dimension roll-off (elements of the reduction length K): "
+                          "compute efficiency is multiplied by K / (K + k_half) (per-tile pipeline fill and "
+                          "drain); 0 = none")
+    memory_efficiency: Optional[float] = Field(None, gt=0, le=1, description="achieved fraction of peak off-chip "
+                                               "bandwidth for this op class (dimensionless); None = the memory's "
+                                               "own efficiency")
+
+
+class WaveTile(_Strict):
+    """Output tile one core computes at a time: an (M, N) output is cut into ceil(M/m)*ceil(N/n) tiles dealt
+    to ``mpe.cores`` cores in waves; the last, partial wave idles cores (wave quantisation)."""
+
+    m: int = Field(ge=1, description="tile rows (output tokens)")
+    n: int = Field(ge=1, description="tile columns (output features)")
+
+
+class DequantFormat(_Strict):
+    """Cost of turning stored weights of ``w_bits`` into the MPE's input precision."""
+
+    w_bits: int = Field(ge=1, le=16, description="stored weight bits this entry applies to")
+    ops_per_weight: float = Field(ge=0, description="vector-unit operations per weight element (unpack, "
+                                  "convert, subtract zero, multiply scale)")
+    ops_per_group: float = Field(0.0, ge=0, description="vector-unit operations per group of a group-wise "
+                                 "format (load/convert the scale and zero-point)")
+
+
+class Dequant(_Strict):
+    """Dequantization of weight-only formats (weights stored below the MPE's input precision)."""
+
+    unit: Literal["none", "sfu", "mpe"] = Field(
+        "none", description="where it runs: 'none' = in the load path at no cycle cost (FlightLLM MMU); 'sfu' = "
+        "on the vector unit (GPU CUDA cores), overlapped with the MPE if policy.sfu_overlaps_mpe; 'mpe' = "
+        "serial on the MPE's issue slots, at sfu.lanes operations per cycle")
+    formats: list[DequantFormat] = Field(default_factory=list, description="cost per stored weight width; a width "
+                                         "without an entry dequantizes for free")
+
+    def format(self, w_bits: int) -> Optional[DequantFormat]:
+        """The entry for ``w_bits`` (exact match), else None."""
+        return next((f for f in self.formats if f.w_bits == w_bits), None)
+
+
+class Terms(_Strict):
+    """Fidelity terms applied by the cost model (qesim.perf.terms). All neutral by default."""
+
+    linear: OpClassTerms = OpClassTerms()
+    attention: OpClassTerms = OpClassTerms()
+    softmax: OpClassTerms = OpClassTerms()
+    norm: OpClassTerms = OpClassTerms()
+    elementwise: OpClassTerms = OpClassTerms()
+    embedding: OpClassTerms = OpClassTerms()
+    wave_tile: Optional[WaveTile] = Field(None, description="wave quantisation over mpe.cores for MPE ops; None = "
+                                          "none")
+    dequant: Dequant = Dequant()
+    correction_factor: float = Field(1.0, gt=0, description="every instruction time (compute, loads and stores) "
+                                     "is divided by this (dimensionless; the FlightLLM artifact's profiler uses "
+                                     "3.2); 1 = none")
+
+    def op_class(self, name: str) -> OpClassTerms:
+        return getattr(self, name)
 
 
 class HardwareConfig(_Strict):
@@ -163,6 +248,8 @@ class HardwareConfig(_Strict):
     buffers: Buffers
     placement: Placement = Placement()
     policy: Policy = Policy()
+    terms: Terms = Field(default_factory=Terms, description="fidelity terms: fixed costs, achieved efficiencies, "
+                         "dequantization (neutral by default)")
     sources: dict[str, str] = Field(default_factory=dict, description="free-form provenance notes")
 
     @model_validator(mode="after")
