@@ -16,7 +16,8 @@ from qesim.errors import InputError
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="model preset name or a layer-graph JSON file")
+    p.add_argument("--model", required=True,
+                   help="model preset name, a layer-graph JSON file, an HF config.json, or a directory holding one")
     p.add_argument("--hw", default="qe-paper-npu", help="hardware preset name or YAML path (default qe-paper-npu)")
     p.add_argument("--setting", default=None, help="W{w}A{a}, e.g. W4A8, W3A16; W16A16 = fp16 (default)")
     p.add_argument("--method", default=None, help="adapter structure: none, rtn, smoothquant, awq, gptq, lqer, aser, qe")
@@ -34,13 +35,26 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kv-bits", type=int, default=None, help="KV-cache bits (default 16)")
 
 
+def is_graph_file(model: str) -> bool:
+    """Whether ``--model`` names a layer-graph JSON file (not a preset, not an HF config)."""
+    p = Path(model)
+    if p.suffix == ".json" and not p.exists():
+        raise InputError(f"{model}: file not found")
+    if not p.is_file():
+        return False
+    try:
+        head = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError):
+        return True  # LayerGraph.from_json reports the problem with the file and line
+    return isinstance(head, dict) and "ops" in head and "model_type" not in head
+
+
 def graph_from_args(args: argparse.Namespace):
-    """The LayerGraph the arguments describe (a preset built on the fly, or a JSON file)."""
+    """The LayerGraph the arguments describe (a preset or an HF config built on the fly, or a
+    layer-graph JSON file)."""
     from qesim.graph.ir import LayerGraph
 
-    if args.model.endswith(".json") or Path(args.model).is_file():
-        if not Path(args.model).exists():
-            raise InputError(f"{args.model}: graph file not found")
+    if is_graph_file(args.model):
         if args.setting or args.method:
             raise InputError(f"--setting/--method cannot be combined with a graph file ({args.model}): "
                              "its bits and adapters come from the file")
@@ -98,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
 
     # SFU ops fused into the MPE op that feeds them (policy.sfu_fusion): they have no row of their own
     d["fused_into"] = {graph.ops[i].name: graph.ops[f.into].name for i, f in fusion_plan(graph, hw).items()}
-    if graph.setting != "W16A16" and not Path(args.model).is_file():
+    if graph.setting != "W16A16" and not is_graph_file(args.model):
         # the same pass at fp16 on the same hardware and engine
         base = graph_from_args(argparse.Namespace(**{**vars(args), "setting": "W16A16", "method": "none",
                                                      "density": 1.0}))

@@ -16,7 +16,7 @@ File format (top-level key ``space``, or ``sweep`` as an alias)::
         scale.macs: [0.5, 1, 2]    # pseudo-axis: multiplies every MPE MAC rate (mm and mv)
         scale.buffers: [0.5, 1]    # pseudo-axis: multiplies weight/act/out buffer bytes
       workload:                    # each a value or a list; every combination is swept
-        model: qwen2vl-7b
+        model: qwen2vl-7b          # a preset, or an HF config.json / a directory holding one
         setting: [W16A16, W4A8]
         method: [none, qe]
         stage: prefill
@@ -101,6 +101,9 @@ class Space:
     axes: list[Axis]
     workloads: list[dict]  # distinct workload dicts, in sweep order
     raw: dict = field(default_factory=dict)
+    #: models that are not presets (HF configs), as given in the file -> ModelSpec dict; they
+    #: travel with the space to the workers, which need neither the files nor their paths
+    models: dict = field(default_factory=dict)
 
     @property
     def hw_paths(self) -> list[str]:
@@ -119,12 +122,13 @@ class Space:
 
     def fingerprint(self) -> str:
         """Hash of everything that determines the points and their results."""
-        blob = json.dumps(dict(raw=self.raw, base=self.base.model_dump(mode="json")), sort_keys=True, default=str)
+        blob = json.dumps(dict(raw=self.raw, base=self.base.model_dump(mode="json"), models=self.models),
+                          sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict:
         """Picklable description (sent to process-pool and Dask workers)."""
-        return dict(raw=self.raw, source=self.source, base=self.base.model_dump(mode="json"))
+        return dict(raw=self.raw, source=self.source, base=self.base.model_dump(mode="json"), models=self.models)
 
     # --------------------------------------------------------------- points
     def hw_table(self) -> pd.DataFrame:
@@ -318,6 +322,20 @@ def _values(vals: Any, path: str, src: str) -> Axis:
     return Axis(path, values=list(vals))
 
 
+def _resolve_model(v: str, src: str):
+    """The ModelSpec a workload's ``model`` names: a preset, an HF config path / directory (relative
+    to the working directory, else to the space file), or one registered from a worker's task."""
+    from qesim.graph.hf import is_hf_source, load_hf_spec
+    from qesim.graph.presets import get_spec, register_model
+
+    rel = Path(src).parent / v
+    if not Path(v).exists() and Path(src).exists() and is_hf_source(str(rel)) and rel.exists():
+        spec = load_hf_spec(rel)
+        register_model(v, spec)  # build_graph(v) in this process finds it
+        return spec
+    return get_spec(v)
+
+
 def _workloads(raw: dict, src: str) -> list[dict]:
     from qesim.graph.builders import build_graph
     from qesim.graph.presets import get_spec
@@ -346,9 +364,9 @@ def _workloads(raw: dict, src: str) -> list[dict]:
     def check(k, v, where):
         if k == "model":
             if not isinstance(v, str):
-                raise _fail(src, where, f"model must be a preset name (got {v!r})")
+                raise _fail(src, where, f"model must be a preset name or an HF config path (got {v!r})")
             try:
-                get_spec(v)
+                _resolve_model(v, src)
             except InputError as e:
                 raise _fail(src, where, str(e)) from None
         elif k == "setting":
@@ -463,8 +481,14 @@ def space_from_dict(data: dict, src: str = "space", base: Optional[HardwareConfi
         axes.append(ax)
     workloads = _workloads(raw, src)
     name = raw.get("name") or Path(src).stem
+    from qesim.graph.presets import preset_names
+
+    presets = set(preset_names())
+    models = {w["model"]: _resolve_model(w["model"], src).model_dump(mode="json")
+              for w in workloads if str(w["model"]).strip().lower() not in presets}
     sp = Space(name=str(name), source=src, base_name=str(base_name), base=base, sampling=sampling,
-               samples=int(samples or 0), seed=seed, chunk_size=chunk, axes=axes, workloads=workloads, raw=raw)
+               samples=int(samples or 0), seed=seed, chunk_size=chunk, axes=axes, workloads=workloads, raw=raw,
+               models=models)
     if len(sp) == 0:
         raise _fail(src, "space", "the space has no points")
     # every combination of structural (re-planning) values must make a valid config together
@@ -490,5 +514,9 @@ def load_space(path: str | Path) -> Space:
 
 def space_from_spec(spec: dict) -> Space:
     """Rebuild a Space from :meth:`Space.to_dict` (on a worker)."""
+    from qesim.graph.presets import ModelSpec, register_model
+
+    for key, m in (spec.get("models") or {}).items():  # HF-config models read where the space was loaded
+        register_model(key, ModelSpec.model_validate(m))
     base = HardwareConfig.model_validate(spec["base"])
     return space_from_dict({"space": spec["raw"]}, spec["source"], base=base)

@@ -113,7 +113,8 @@ def build_graph(
     """The layer graph of a whole model at one stage (see the module docstring for token counts).
 
     Args:
-        model: preset name (see :func:`qesim.graph.presets.preset_names`) or a ModelSpec.
+        model: preset name (see :func:`qesim.graph.presets.preset_names`), an HF ``config.json``
+            or a directory holding one (:mod:`qesim.graph.hf`), or a ModelSpec.
         stage: ``'prefill'`` or ``'decode'``.
         seq_len: prefill tokens per sequence (ignored for decode, where it is 1).
         context_len: tokens already in the KV cache of each sequence.
@@ -213,13 +214,28 @@ def build_graph(
             lin(nm, *shapes[nm])
         if spec.position == "rope":
             ops.append(sfu("rope", "rope", (spec.heads + spec.kv_heads) * spec.head_dim))
-        ops.append(AttentionOp(name="layer.attention", batch=batch, heads=spec.heads, kv_heads=spec.kv_heads,
-                               head_dim=spec.head_dim, q_len=q_len, kv_len=kv_len,
-                               kv_bits=kvb, act_bits=16, causal=spec.causal, repeat=L))
+        # sliding-window layers attend to at most `window` keys per query: the chunk's own q_len
+        # keys plus the window - 1 before it (decode: min(context + 1, window))
+        S = spec.sliding_layers if spec.sliding_window else 0
+        kv_sw = q_len + min(context_len, spec.sliding_window - 1) if S else kv_len
+        if S and kv_sw < kv_len:
+            if L - S:
+                ops.append(AttentionOp(name="layer.attention", batch=batch, heads=spec.heads, kv_heads=spec.kv_heads,
+                                       head_dim=spec.head_dim, q_len=q_len, kv_len=kv_len,
+                                       kv_bits=kvb, act_bits=16, causal=spec.causal, repeat=L - S))
+            ops.append(AttentionOp(name="layer.attention_swa", batch=batch, heads=spec.heads, kv_heads=spec.kv_heads,
+                                   head_dim=spec.head_dim, q_len=q_len, kv_len=kv_sw,
+                                   kv_bits=kvb, act_bits=16, causal=spec.causal, repeat=S))
+        else:
+            ops.append(AttentionOp(name="layer.attention", batch=batch, heads=spec.heads, kv_heads=spec.kv_heads,
+                                   head_dim=spec.head_dim, q_len=q_len, kv_len=kv_len,
+                                   kv_bits=kvb, act_bits=16, causal=spec.causal, repeat=L))
         quant("o_quant", spec.q_out)
     else:
         _mla_attention(spec, ops, lin, sfu, quant, shapes, batch, q_len, kv_len, kvb, L)
     lin("o_proj", *shapes["o_proj"])
+    if spec.sandwich_norm:
+        ops.append(sfu("attn_out_norm", spec.norm, h))
     ops.append(sfu("attn_residual", "eltwise_add", h, inputs=2))
     ops.append(sfu("post_attn_norm", spec.norm, h))
 
@@ -249,7 +265,9 @@ def build_graph(
             weight_bits=qfields["weight_bits"], group_size=qfields["group_size"],
             weight_symmetric=qfields["weight_symmetric"], act_bits=qfields["act_bits"],
             act_granularity=qfields["act_granularity"], out_bits=qfields["out_bits"], gate_bits=m.gate_bits,
-            repeat=n_moe))
+            shared_intermediate=m.shared_intermediate if m.shared_experts else None, repeat=n_moe))
+    if spec.sandwich_norm:
+        ops.append(sfu("mlp_out_norm", spec.norm, h))
     ops.append(sfu("mlp_residual", "eltwise_add", h, inputs=2))
     if not pre:
         ops.append(sfu("out_norm", spec.norm, h))
@@ -292,6 +310,8 @@ def build_graph(
         meta.update(moe_layers=n_moe, dense_layers=n_dense, experts=spec.moe.experts, top_k=spec.moe.top_k,
                     shared_experts=spec.moe.shared_experts, moe_intermediate=spec.moe.moe_intermediate,
                     active_params=spec.active_param_count())
+    if spec.sliding_layers and spec.sliding_window:
+        meta.update(sliding_window=spec.sliding_window, sliding_layers=spec.sliding_layers)
     if spec.mla is not None:
         meta.update(mla_kv_lora_rank=spec.mla.kv_lora_rank, mla_cache_elems_per_token=spec.mla.cache_elems)
     return LayerGraph(

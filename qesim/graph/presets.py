@@ -39,11 +39,27 @@ class MoESpec(BaseModel):
     first_dense_layers: int = Field(0, ge=0, description="leading layers with a dense FFN")
     layer_step: int = Field(1, ge=1, description="every layer_step-th layer is MoE")
     gate_bits: int = Field(16, ge=1, le=32, description="router gate precision (never quantized)")
+    shared_intermediate: Optional[int] = Field(
+        None, ge=1, description="intermediate size of the fused shared-expert MLP (Qwen2-MoE's "
+        "shared_expert_intermediate_size); default shared_experts x moe_intermediate")
+    moe_layer_ids: Optional[list[int]] = Field(
+        None, description="explicit indices of the MoE layers (HF rules such as Qwen2-MoE's "
+        "mlp_only_layers / decoder_sparse_step or DeepSeek's moe_layer_freq); overrides "
+        "first_dense_layers / layer_step")
 
     def moe_layers(self, layers: int) -> int:
         """How many of ``layers`` layers are MoE layers."""
+        if self.moe_layer_ids is not None:
+            return sum(1 for l in set(self.moe_layer_ids) if 0 <= l < layers)
         return sum(1 for l in range(layers) if l >= self.first_dense_layers
                    and (l - self.first_dense_layers) % self.layer_step == 0)
+
+    @property
+    def shared_width(self) -> int:
+        """Intermediate size of the fused shared-expert MLP (0 = none), elements."""
+        if not self.shared_experts:
+            return 0
+        return self.shared_intermediate or self.shared_experts * self.moe_intermediate
 
 
 class MLASpec(BaseModel):
@@ -116,6 +132,13 @@ class ModelSpec(BaseModel):
     lm_head: bool = Field(True, description="model ends in a vocab projection (False for encoders)")
     moe: Optional[MoESpec] = None
     mla: Optional[MLASpec] = Field(None, description="multi-head latent attention (replaces q/k/v/o shapes)")
+    sliding_window: Optional[int] = Field(
+        None, ge=1, description="sliding-window attention span in tokens (Mistral, Gemma 2/3, Phi-3); "
+        "None = every layer attends to the whole context")
+    sliding_layers: int = Field(0, ge=0, description="how many of the layers use the sliding window")
+    sandwich_norm: bool = Field(
+        False, description="extra norms after attention and after the MLP (Gemma 2/3: post_attention and "
+        "post_feedforward layernorms besides the input and pre-feedforward ones)")
     sources: list[str] = Field(default_factory=list, description="where each number comes from")
     unverified: list[str] = Field(default_factory=list, description="fields not verified against a primary source")
 
@@ -125,6 +148,10 @@ class ModelSpec(BaseModel):
             raise ValueError(f"heads ({self.heads}) must be a multiple of kv_heads ({self.kv_heads})")
         if self.position == "learned" and self.max_positions < 1:
             raise ValueError("position='learned' needs max_positions >= 1")
+        if self.sliding_layers > self.layers:
+            raise ValueError(f"sliding_layers ({self.sliding_layers}) cannot exceed layers ({self.layers})")
+        if self.sliding_layers and self.sliding_window is None:
+            raise ValueError("sliding_layers > 0 needs sliding_window")
         return self
 
     # --- parameter counts (elements) -----------------------------------------------------
@@ -161,45 +188,31 @@ class ModelSpec(BaseModel):
 
     def param_count(self) -> int:
         """Total parameters (elements): embeddings, layers (weights, biases, norms), final norm,
-        lm_head (counted once if tied). Encoder pooler heads are not part of the spec."""
-        h = self.hidden
-        norm_p = 2 * h if self.norm == "layernorm" else h
-        per_layer = self.layer_linear_weights() + 2 * norm_p
-        if self.qkv_bias:
-            per_layer += self.q_out + 2 * self.kv_out
-        if self.linear_bias:
-            per_layer += h + (self.intermediate + h if self.mlp == "plain" else 2 * self.intermediate + h)
-        total = self.layers * per_layer
-        total += self.vocab * h + self.max_positions * h + self.type_vocab * h
-        if self.layout == "post_norm":
-            total += norm_p  # embedding layernorm (BERT)
-        else:
-            total += norm_p  # final norm
-        if self.lm_head and not self.tied_embeddings:
-            total += self.vocab * h
-        if self.moe is not None or self.mla is not None:
-            return self._param_count_moe()
-        return total
-
-    def _param_count_moe(self) -> int:
-        """Parameters of an MoE and/or MLA spec (pre-norm, no biases): attention linears (+ the
-        MLA kv_a norm), per layer either the dense MLP or the MoE (router gate E x hidden,
-        E routed + shared experts), two norms per layer, embeddings, final norm, lm_head."""
-        if self.layout != "pre_norm" or self.qkv_bias or self.linear_bias or self.norm != "rmsnorm":
-            raise NotImplementedError("MoE/MLA param_count covers pre-norm RMSNorm models without biases")
+        lm_head (counted once if tied). Encoder pooler heads are not part of the spec; MoE layers
+        count the router gate (E x hidden), the routed experts and the shared-expert MLP (the
+        scalar shared-expert gate of Qwen2-MoE, hidden x 1, is left out)."""
         h, L = self.hidden, self.layers
-        attn = sum(k * n for k, n in self.attention_shapes().values())
+        norm_p = 2 * h if self.norm == "layernorm" else h
+        common = sum(k * n for k, n in self.attention_shapes().values())
+        common += (4 if self.sandwich_norm else 2) * norm_p
         if self.mla is not None:
-            attn += self.mla.kv_lora_rank + (self.mla.q_lora_rank or 0)  # latent RMSNorms
+            common += self.mla.kv_lora_rank + (self.mla.q_lora_rank or 0)  # latent RMSNorms
+        elif self.qkv_bias:
+            common += self.q_out + 2 * self.kv_out
+        if self.linear_bias:
+            common += h  # o_proj bias
         mats = 3 if self.mlp == "gated" else 2
         dense = mats * h * self.intermediate
+        if self.linear_bias:
+            dense += self.intermediate + h if self.mlp == "plain" else 2 * self.intermediate + h
         n_moe = self.moe.moe_layers(L) if self.moe is not None else 0
         moe = 0
         if self.moe is not None:
             m = self.moe
-            moe = h * m.experts + (m.experts + m.shared_experts) * mats * h * m.moe_intermediate
-        total = L * (attn + 2 * h) + (L - n_moe) * dense + n_moe * moe
-        total += self.vocab * h + h
+            moe = h * m.experts + m.experts * mats * h * m.moe_intermediate + mats * h * m.shared_width
+        total = L * common + (L - n_moe) * dense + n_moe * moe
+        total += self.vocab * h + self.max_positions * h + self.type_vocab * h
+        total += norm_p  # final norm (pre-norm) or embedding layernorm (post-norm, BERT)
         if self.lm_head and not self.tied_embeddings:
             total += self.vocab * h
         return total
@@ -367,119 +380,45 @@ def preset_names() -> list[str]:
     return [n for n in CONTRACT_NAMES if n in _PRESETS] + sorted(n for n in _PRESETS if n not in CONTRACT_NAMES)
 
 
-def get_spec(name: str | ModelSpec) -> ModelSpec:
-    """Preset by name (case-insensitive); a ModelSpec is returned as is.
+#: models that are not presets, keyed by the string that names them (an HF config path as given
+#: in a sweep space): registered on sweep workers so the spec travels with the task
+_CUSTOM: dict[str, ModelSpec] = {}
+
+
+def register_model(key: str, spec: ModelSpec) -> None:
+    """Make ``get_spec(key)`` return ``spec`` in this process (sweep workers: the spec read from
+    an HF config where the space was loaded, so the worker needs neither the file nor its path)."""
+    _CUSTOM[str(key)] = spec
+
+
+def get_spec(name: "str | ModelSpec | Mapping") -> ModelSpec:
+    """A model by preset name (case-insensitive), an HF ``config.json`` path or a directory holding
+    one (see :func:`qesim.graph.hf.load_hf_spec`), or an HF config mapping; a ModelSpec is returned
+    as is.
 
     Raises :class:`InputError` listing the known names for an unknown model.
     """
     if isinstance(name, ModelSpec):
         return name
+    if isinstance(name, Mapping):
+        return spec_from_hf_config(name)
     key = str(name).strip().lower()
     if key in _PRESETS:
         return _PRESETS[key]
-    raise InputError(f"unknown model {name!r}; known models: {', '.join(preset_names())}")
+    if str(name) in _CUSTOM:
+        return _CUSTOM[str(name)]
+    from qesim.graph.hf import is_hf_source, load_hf_spec
+
+    if is_hf_source(str(name)):
+        return load_hf_spec(str(name))
+    raise InputError(f"unknown model {name!r}; known models: {', '.join(preset_names())} "
+                     "(or an HF config.json, a directory holding one, or a layer-graph JSON where a graph is accepted)")
 
 
-# --- HF config -> ModelSpec ------------------------------------------------------------------
-
-def _cfg_dict(cfg: Any) -> dict:
-    if isinstance(cfg, Mapping):
-        d = dict(cfg)
-    elif hasattr(cfg, "to_dict"):
-        d = cfg.to_dict()
-    else:
-        d = dict(vars(cfg))
-    # VLM wrappers: use the language-model part
-    for sub in ("text_config", "llm_config", "language_config"):
-        inner = d.get(sub)
-        if inner is not None and not d.get("hidden_size"):
-            inner = _cfg_dict(inner)
-            inner.setdefault("_name_or_path", d.get("_name_or_path") or d.get("name_or_path"))
-            return inner
-    # Qwen2-VL keeps LM fields at the top level; a nested text_config (newer transformers) wins if complete
-    inner = d.get("text_config")
-    if inner is not None:
-        inner = _cfg_dict(inner)
-        if inner.get("hidden_size") and inner.get("num_hidden_layers"):
-            merged = {**d, **{k: v for k, v in inner.items() if v is not None}}
-            merged["model_type"] = d.get("model_type") or inner.get("model_type")
-            return merged
-    return d
-
-
-def _act(name: Optional[str]) -> str:
-    n = (name or "silu").lower()
-    if n in ("silu", "swish"):
-        return "silu"
-    if n.startswith("gelu"):
-        return "gelu"
-    if n == "relu":
-        return "relu"
-    raise InputError(f"unsupported activation {name!r} (supported: silu, gelu*, relu)")
-
+# --- HF configs (qesim.graph.hf) ------------------------------------------------------------
 
 def spec_from_hf_config(cfg: Any, name: Optional[str] = None) -> ModelSpec:
-    """Turn a transformers config (object or dict) into a :class:`ModelSpec`.
+    """A transformers config (object or dict) as a :class:`ModelSpec`; see :mod:`qesim.graph.hf`."""
+    from qesim.graph.hf import spec_from_hf_config as conv
 
-    Supported ``model_type``: llama, mistral, qwen2, qwen2_vl (its language model), internlm2,
-    opt, bert. VLM wrappers with a ``text_config``/``llm_config`` use the language model part.
-    Raises :class:`InputError` for an unsupported or incomplete config.
-    """
-    d = _cfg_dict(cfg)
-    mt = str(d.get("model_type") or "").lower()
-    nm = name or d.get("_name_or_path") or d.get("name_or_path") or mt or "hf-model"
-    src = [f"transformers config (model_type={mt or '?'}, source {nm})"]
-
-    def need(key: str, *alts: str) -> int:
-        for k in (key,) + alts:
-            if d.get(k) is not None:
-                return int(d[k])
-        raise InputError(f"config of {nm!r} (model_type {mt!r}) has no {key!r}")
-
-    try:
-        if mt in ("llama", "mistral", "qwen2", "qwen2_vl", "qwen2_5_vl", "qwen2_vl_text", "internlm2", "qwen3"):
-            hidden = need("hidden_size")
-            heads = need("num_attention_heads")
-            kv = int(d.get("num_key_value_heads") or heads)
-            hd = int(d.get("head_dim") or hidden // heads)
-            qwen = mt.startswith("qwen2")
-            bias = bool(d.get("attention_bias", False)) or (mt == "internlm2" and bool(d.get("bias", False)))
-            return ModelSpec(
-                name=str(nm), arch="qwen2" if qwen else mt, hidden=hidden, intermediate=need("intermediate_size"),
-                layers=need("num_hidden_layers"), heads=heads, kv_heads=kv, head_dim=hd,
-                vocab=need("vocab_size"), norm="rmsnorm", mlp="gated", act=_act(d.get("hidden_act")),
-                qkv_bias=True if qwen else bias, linear_bias=bias if mt == "internlm2" else False,
-                tied_embeddings=bool(d.get("tie_word_embeddings", False)), position="rope", sources=src,
-            )
-        if mt == "opt":
-            hidden = need("hidden_size")
-            proj = d.get("word_embed_proj_dim")
-            if proj is not None and int(proj) != hidden:
-                raise InputError(f"OPT config of {nm!r}: word_embed_proj_dim {proj} != hidden_size {hidden} "
-                                 "(project_in/out layers) is not supported")
-            heads = need("num_attention_heads")
-            bias = bool(d.get("enable_bias", True))
-            return ModelSpec(
-                name=str(nm), arch="opt", hidden=hidden, intermediate=need("ffn_dim"),
-                layers=need("num_hidden_layers"), heads=heads, kv_heads=heads, head_dim=hidden // heads,
-                vocab=need("vocab_size"), norm="layernorm", mlp="plain",
-                act=_act(d.get("activation_function", "relu")), qkv_bias=bias, linear_bias=bias,
-                tied_embeddings=bool(d.get("tie_word_embeddings", True)), position="learned",
-                max_positions=need("max_position_embeddings") + 2,
-                layout="pre_norm" if d.get("do_layer_norm_before", True) else "post_norm", sources=src,
-            )
-        if mt == "bert":
-            hidden = need("hidden_size")
-            heads = need("num_attention_heads")
-            return ModelSpec(
-                name=str(nm), arch="bert", hidden=hidden, intermediate=need("intermediate_size"),
-                layers=need("num_hidden_layers"), heads=heads, kv_heads=heads, head_dim=hidden // heads,
-                vocab=need("vocab_size"), norm="layernorm", mlp="plain", act=_act(d.get("hidden_act", "gelu")),
-                qkv_bias=True, linear_bias=True, tied_embeddings=False, position="learned",
-                max_positions=need("max_position_embeddings"), type_vocab=int(d.get("type_vocab_size") or 0),
-                layout="post_norm", causal=False, lm_head=False, sources=src,
-            )
-    except ValidationError as e:
-        raise InputError(f"config of {nm!r}: {e.errors()[0].get('msg')}") from None
-    raise InputError(f"unsupported model_type {mt!r} in config of {nm!r}; supported: "
-                     "llama, mistral, qwen2, qwen2_vl, internlm2, opt, bert")
+    return conv(cfg, name=name)
