@@ -9,8 +9,9 @@ Keys (seconds unless named otherwise):
 - ``warm_estimate_s``: the same again, planner cache warm (median of --reps);
 - ``warm_plan_graph_s`` / ``warm_graph_cycles_s``: the parts of that: lowering only, and lowering +
   timing without the per-op DataFrame (``graph_cycles``);
-- ``warm_fast_estimate_s``: the same two estimates through ``qesim.dse.fast`` (compiled graphs
-  cached, one hardware point, no DataFrame), and ``cold_fast_estimate_s`` compiling them first;
+- ``warm_fast_estimate_s``: the same two estimates as ``CompiledGraph.evaluate`` at one fresh
+  ``HwPoints`` (lowering memoised, point values new each call, no per-op table), and
+  ``cold_fast_estimate_s`` lowering them first;
 - ``sweep_points_per_s``: the in-process 10,000-point sweep of ``bench_sweep.py``.
 Graphs are built once outside the timings (``build_s`` says what building costs).
 """
@@ -41,7 +42,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sweep-points", type=int, default=10000)
     args = ap.parse_args(argv)
 
-    from qesim.dse.fast import CompiledGraph, HwVec
+    from qesim.perf.compiled import CompiledGraph
+    from qesim.perf.points import HwPoints
     from qesim.graph.builders import build_graph
     from qesim.hw.loader import load_hw
     from qesim.perf import planner
@@ -57,6 +59,9 @@ def main(argv=None) -> int:
         return [estimate_graph(g, hw).cycles for g in graphs]
 
     planner.plan_gemm.cache_clear()
+    from qesim.perf.estimate import clear_caches
+
+    clear_caches()
     t = time.perf_counter()
     ref = est()
     cold = time.perf_counter() - t
@@ -66,12 +71,12 @@ def main(argv=None) -> int:
 
     t = time.perf_counter()
     compiled = [CompiledGraph(g, hw) for g in graphs]
-    hv = HwVec(hw, 1)
+    hv = HwPoints(hw, 1)
     fast_ref = [float(c.evaluate(hv).cycles[0]) for c in compiled]
     cold_fast = time.perf_counter() - t
 
     def fast():
-        h = HwVec(hw, 1)
+        h = HwPoints(hw, 1)
         return [c.evaluate(h).cycles[0] for c in compiled]
 
     warm_fast = _median(fast, args.reps)

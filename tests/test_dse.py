@@ -1,4 +1,4 @@
-"""Design-space exploration: space files, the fast path against estimate_graph, Pareto fronts."""
+"""Design-space exploration: space files, sweep rows against the per-point estimate, Pareto fronts."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 
 from qesim.dse.evaluate import OUTPUT_COLUMNS, evaluate_space
-from qesim.dse.fast import estimate_fast
 from qesim.dse.pareto import pareto_front, pareto_mask
 from qesim.dse.space import load_space, space_from_dict
 from qesim.errors import InputError
@@ -78,31 +77,33 @@ def test_fast_path_policy_switches_and_sparsity():
     _compare(evaluate_space(sp), evaluate_space(sp, exact=True))
 
 
-def test_estimate_fast_single_graph_matches_op_table():
+def test_points_evaluation_matches_per_point_estimates():
+    """One CompiledGraph evaluated at 3 points (bandwidth, clock and a buffer size per point) equals
+    the n = 1 estimate of each point's config: totals, per-op cycles, MPE cycles, bound and tiles."""
+    from qesim.perf.compiled import CompiledGraph
+    from qesim.perf.points import HwPoints
+
     hw = load_hw("flightllm-u280")
+    over = {"hbm.bandwidth_gbps": [460.0, 100.0, 2000.0], "frequency_mhz": [225.0, 300.0, 150.0],
+            "buffers.weight_bytes": [float(hw.buffers.weight_bytes), 65536.0, float(1 << 22)]}
     for g in (build_graph("qwen2vl-7b", stage="prefill", seq_len=128, setting="W4A8", method="qe"),
               build_graph("qwen2vl-7b", stage="decode", context_len=512, setting="W3A16", method="qe"),
+              build_graph("qwen2vl-2b", stage="prefill", seq_len=77, setting="W4A8", method="qe"),
               single_linear_graph(3584, 18944, tokens=128, setting="W4A6", method="qe")):
-        est = estimate_graph(g, hw)
-        fv = estimate_fast(g, hw)
-        assert fv.cycles[0] == pytest.approx(est.cycles, rel=1e-12)
-        assert fv.bound[0] == est.bound
-        for o, row in zip(fv.ops, est.ops.itertuples()):
-            assert o.name == row.name
-            assert o.cycles[0] == pytest.approx(row.cycles, rel=1e-12)
-            assert o.bound()[0] == row.bound
-            assert o.mpe_cycles[0] == pytest.approx(row.mpe_cycles, rel=1e-12)
-
-
-def test_estimate_fast_tiles_match_planner():
-    hw = load_hw("flightllm-u280").with_updates({"buffers.weight_bytes": 65536})
-    g = build_graph("qwen2vl-2b", stage="prefill", seq_len=77, setting="W4A8", method="qe")
-    from qesim.dse.fast import CompiledGraph, HwVec
-
-    fv = CompiledGraph(g, hw).evaluate(HwVec(hw, 1), tiles=True)
-    est = estimate_graph(g, hw)
-    for o, row in zip(fv.ops, est.ops.itertuples()):
-        assert (o.tile[0] or "") == row.tile
+        res = CompiledGraph(g, hw).evaluate(HwPoints(hw, 3, over), detail=True)
+        for i in range(3):
+            est = estimate_graph(g, hw.with_updates({k: (int(v[i]) if k.startswith("buffers") else v[i])
+                                                     for k, v in over.items()}))
+            assert res.cycles[i] == pytest.approx(est.cycles, rel=1e-12)
+            assert res.bound[i] == est.bound
+            bound = res.timed.bound()[:, i]
+            for k, row in enumerate(est.ops.itertuples()):
+                c = res.costs[k]
+                assert c.name == row.name
+                assert res.timed.cycles[k, i] == pytest.approx(row.cycles, rel=1e-12)
+                assert bound[k] == row.bound
+                assert np.broadcast_to(c.mpe_cycles, (3,))[i] == pytest.approx(row.mpe_cycles, rel=1e-12)
+                assert (c.tile_at(i).describe() if c.tile_at else "") == row.tile
 
 
 # ----------------------------------------------------------------------------- space files

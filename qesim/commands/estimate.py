@@ -68,20 +68,18 @@ def graph_from_args(args: argparse.Namespace):
 
 
 def run_engine(graph, hw, engine: str):
-    if engine == "cycle":
-        from qesim.sim.engine import simulate_graph
+    from qesim.perf.engines import run_engine as _run
 
-        return simulate_graph(graph, hw)
-    from qesim.perf.model import estimate_graph
-
-    return estimate_graph(graph, hw)
+    return _run(engine, graph, hw)
 
 
 def register(sub) -> None:
     p = sub.add_parser("estimate", help="latency / cycles / bytes / bound of one pass",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p)
-    p.add_argument("--engine", choices=["analytical", "cycle"], default="analytical")
+    from qesim.perf.engines import engine_names
+
+    p.add_argument("--engine", choices=engine_names(), default="analytical")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 

@@ -30,7 +30,9 @@ def register(sub) -> None:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--density", type=float, default=1.0)
     p.add_argument("--kv-bits", type=int, default=None)
-    p.add_argument("--engine", choices=["analytical", "cycle"], default="analytical")
+    from qesim.perf.engines import engine_names
+
+    p.add_argument("--engine", choices=engine_names(), default="analytical")
     p.add_argument("--sample-every", type=int, default=128, help="decode steps between timed samples (1 = all)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--report", action="store_true", help="write the full inference report")

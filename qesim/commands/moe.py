@@ -36,7 +36,7 @@ def register(sub) -> None:
 
 
 def _speedup(args) -> int:
-    from qesim.perf.moe import write_moe_speedup_report
+    from qesim.report.moe import write_moe_speedup_report
 
     paths = write_moe_speedup_report(args.out, tuple(args.hw or ("qe-paper-npu", "flightllm-u280")))
     for p in paths:

@@ -57,6 +57,7 @@ from pydantic import ValidationError
 
 from qesim.errors import InputError, format_validation_error
 from qesim.hw.config import HardwareConfig
+from qesim.perf.points import is_point_field
 
 WORKLOAD_FIELDS = ("model", "setting", "method", "stage", "seq_len", "context_len", "batch", "density")
 WORKLOAD_DEFAULTS = dict(model="qwen2vl-7b", setting="W16A16", method="none", stage="prefill", seq_len=128,
@@ -65,15 +66,10 @@ PSEUDO_AXES = ("scale.macs", "scale.buffers")
 _SPACE_KEYS = ("name", "base", "sampling", "samples", "seed", "chunk_size", "hw", "workload", "scenarios",
                "description")
 
-#: hardware fields that only change per-point numbers, never the tiling search space
-#: (the fast path evaluates these vectorised over points; everything else re-plans per group)
-_VECTOR_RE = re.compile(
-    r"^(frequency_mhz|(hbm|ddr)\.(bandwidth_gbps|efficiency)|mpe\.(mm|mv)\.\d+\.macs_per_cycle|"
-    r"sfu\.(lanes|exp_cycles|reciprocal_cycles|rsqrt_cycles|reduce_cycles|elementwise_cycles)|scale\.macs)$")
-
-
 def is_vector_field(path: str) -> bool:
-    return bool(_VECTOR_RE.match(path))
+    """True for the hardware fields that are per-point numbers of the cost model (no re-lowering:
+    :data:`qesim.perf.points.POINT_FIELDS_RE`, incl. buffer sizes) and the pseudo-axes."""
+    return path in PSEUDO_AXES or is_point_field(path)
 
 
 @dataclass

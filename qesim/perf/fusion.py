@@ -28,8 +28,8 @@ op no longer stores its output (that vector is consumed only by the fused op). E
 own store is kept (a residual-add output is both normalised and kept for the next residual).
 Where activations stay on chip (``activations_offchip: false``) only the cycles move.
 
-Pure functions; both engines (via :func:`qesim.perf.model.plan_graph`) and the DSE fast path
-(:mod:`qesim.dse.fast`) call :func:`fusion_plan`, so the three stay in step.
+Pure functions; :class:`qesim.perf.compiled.CompiledGraph` applies them (so the scalar estimate,
+the sweep and the cycle model's schedule all fuse the same way).
 """
 
 from __future__ import annotations

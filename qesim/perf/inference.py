@@ -43,18 +43,15 @@ DEFAULT_SAMPLE_EVERY = 128
 
 
 def _engine(engine: str):
-    if engine == "analytical":
-        from qesim.perf.model import estimate_graph
+    from functools import partial
 
-        return estimate_graph
+    from qesim.perf.engines import get_engine
+
+    fn = get_engine(engine)
     if engine == "cycle":
-        from functools import partial
-
-        from qesim.sim.engine import simulate_graph
-
         # one memo per request: decode steps differ only in attention, the other ops are replayed once
-        return partial(simulate_graph, memo={})
-    raise InputError(f"engine must be 'analytical' or 'cycle' (got {engine!r})")
+        return partial(fn, memo={})
+    return fn
 
 
 @dataclass

@@ -82,3 +82,20 @@ class GraphSchedule:
     tokens: int  # tokens produced/processed by one pass (prefill: batch*seq_len; decode: batch)
     ops: list = field(default_factory=list)  # list[OpSchedule]
     warnings: list = field(default_factory=list)
+
+
+def schedule_of(cost, i: int = 0) -> OpSchedule:
+    """The :class:`OpSchedule` of point ``i`` of an :class:`~qesim.perf.ops.base.OpCost`."""
+    import numpy as np
+
+    def f(x) -> float:
+        a = np.asarray(x, dtype=float)
+        return float(a) if a.ndim == 0 else float(a[i])
+
+    return OpSchedule(
+        name=cost.name, kind=cost.kind, repeat=cost.repeat, steps=int(f(cost.steps)),
+        load_bytes={m: f(v) for m, v in cost.load.items() if f(v) > 0},
+        store_bytes={m: f(v) for m, v in cost.store.items() if f(v) > 0},
+        mpe_cycles=f(cost.mpe_cycles), sfu_cycles=f(cost.sfu_cycles), compute_hidden=cost.compute_hidden,
+        double_buffered=cost.double_buffered, sfu_overlaps=cost.sfu_overlaps, macs=int(cost.macs),
+        tile=cost.tile_at(i) if cost.tile_at is not None else None, notes=cost.notes)

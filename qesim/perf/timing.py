@@ -1,4 +1,4 @@
-"""Pipeline timing of a schedule (pure functions; cycles).
+"""Pipeline timing (pure functions over arrays of design points; cycles).
 
 For ``n`` steps with per-step memory time ``m`` (loads + stores on the busiest memory
 channel) and per-step compute time ``c``, a double-buffered pipeline takes
@@ -7,40 +7,103 @@ channel) and per-step compute time ``c``, a double-buffered pipeline takes
 
 with M = n*m and C = n*c: the steady state is bound by the slower resource, plus one
 un-overlapped fill/drain step of the faster one. Without double buffering, T = M + C.
+
+This module is the only place the formula is written: the planner's tie-break, every op
+lowering, the sweep and the scalar estimate call :func:`pipeline_cycles`; the cycle model
+(:mod:`qesim.sim`) replays the same steps event by event.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from qesim.perf.schedule import MEMORIES, OpSchedule
+import numpy as np
+
+from qesim.perf.points import MEMORIES
+
+BUSY = ("compute", "sfu") + MEMORIES  # resource order of the bound (first maximum wins)
 
 
+def pipeline_cycles(mem_total, comp_total, steps, double_buffered):
+    """Cycles of ``steps`` identical steps whose memory and compute totals are given.
+
+    Scalars or numpy arrays (broadcast together; ``double_buffered`` may be a bool array)."""
+    if np.ndim(mem_total) == 0 and np.ndim(comp_total) == 0 and np.ndim(steps) == 0 and np.ndim(double_buffered) == 0:
+        if steps <= 0:
+            return 0.0
+        if double_buffered:
+            return max(mem_total, comp_total) + min(mem_total, comp_total) / steps
+        return mem_total + comp_total
+    piped = np.maximum(mem_total, comp_total) + np.minimum(mem_total, comp_total) / steps
+    return np.where(steps <= 0, 0.0, np.where(double_buffered, piped, mem_total + comp_total))
+
+
+def compute_cycles(mpe_busy, sfu, steps, sfu_overlaps):
+    """Compute time of an op over its steps: MPE and SFU overlapped (``max``) or serial (sum).
+
+    Expressed per step and back (``c / steps * steps``) as the schedule distributes it."""
+    c = np.where(sfu_overlaps, np.maximum(mpe_busy, sfu), mpe_busy + sfu)
+    return c / steps * steps
+
+
+@dataclass
+class Timed:
+    """Timing of ``k`` ops at ``n`` points: arrays of shape (k, n), cycles per op call."""
+
+    cycles: np.ndarray
+    mpe_busy: np.ndarray  # MPE busy cycles (0 where compute is hidden)
+    sfu: np.ndarray
+    mem_cycles: dict  # memory -> busy cycles
+    bound_index: np.ndarray  # index into BUSY, or -1 for "none"
+
+    def bound(self) -> np.ndarray:
+        names = np.array(list(BUSY) + ["none"], dtype=object)
+        return names[self.bound_index]
+
+
+def time_ops(mem_bytes: dict, bpc: dict, mpe, sfu, steps, hidden, double_buffered, sfu_overlaps) -> Timed:
+    """Time ops from their per-call amounts (arrays broadcastable to (k, n)).
+
+    ``mem_bytes[mem]``: bytes loaded + stored per call on ``mem``; ``bpc[mem]``: bytes/cycle per
+    point (shape (n,)); ``mpe``/``sfu``: cycles per call; ``hidden``/``double_buffered``/
+    ``sfu_overlaps``: per-op flags (shape (k, 1))."""
+    shape = np.broadcast_shapes(np.shape(mpe), np.shape(sfu), np.shape(steps))
+    mem = {}
+    mem_total = np.zeros(shape)
+    for m in MEMORIES:
+        b = mem_bytes.get(m)
+        if b is None:
+            mem[m] = np.zeros(shape)
+            continue
+        c = np.where(np.asarray(b) > 0, np.asarray(b) / bpc[m], 0.0) * np.ones(shape)
+        mem[m] = c
+        mem_total = np.maximum(mem_total, c)
+    mpe_busy = np.where(hidden, 0.0, mpe) * np.ones(shape)
+    sfu = np.asarray(sfu, dtype=float) * np.ones(shape)
+    comp = compute_cycles(mpe_busy, sfu, steps, sfu_overlaps)
+    cycles = pipeline_cycles(mem_total, comp, steps, double_buffered) * np.ones(shape)
+    busy = np.stack([mpe_busy, sfu] + [mem[m] for m in MEMORIES])
+    idx = np.argmax(busy, axis=0)
+    idx = np.where((busy > 0).any(axis=0), idx, -1)
+    return Timed(cycles=cycles, mpe_busy=mpe_busy, sfu=sfu, mem_cycles=mem, bound_index=idx)
+
+
+# ----------------------------------------------------------------------------- one schedule
 @dataclass(frozen=True)
 class OpTiming:
     cycles: float  # per op call
-    mem_cycles: dict  # memory -> busy cycles per call
+    mem_cycles: dict  # memory -> busy cycles per call (memories the op touches)
     mpe_cycles: float  # MPE busy cycles per call (0 counted if compute hidden)
     sfu_cycles: float
     bound: str  # "compute" | "hbm" | "ddr" | "sfu" | "none"
 
 
-def pipeline_cycles(mem_total: float, comp_total: float, steps: int, double_buffered: bool) -> float:
-    """Cycles of ``steps`` identical steps whose memory and compute totals are given."""
-    if steps <= 0:
-        return 0.0
-    if double_buffered:
-        return max(mem_total, comp_total) + min(mem_total, comp_total) / steps
-    return mem_total + comp_total
-
-
-def op_timing(s: OpSchedule, bytes_per_cycle: dict) -> OpTiming:
-    """Cycles of one op call on memories with the given achieved bytes/cycle."""
-    mem = {m: s.mem_bytes(m) / bytes_per_cycle[m] for m in MEMORIES if s.mem_bytes(m) > 0}
-    mem_total = max(mem.values(), default=0.0)
-    mpe = 0.0 if s.compute_hidden else s.mpe_cycles
-    comp_total = s.step_compute_cycles() * s.steps
-    cycles = pipeline_cycles(mem_total, comp_total, s.steps, s.double_buffered)
-    busy = {"compute": mpe, "sfu": s.sfu_cycles, **mem}
-    top = max(busy, key=busy.get) if any(v > 0 for v in busy.values()) else "none"
-    return OpTiming(cycles=cycles, mem_cycles=mem, mpe_cycles=mpe, sfu_cycles=s.sfu_cycles, bound=top)
+def op_timing(s, bytes_per_cycle: dict) -> OpTiming:
+    """Cycles of one :class:`~qesim.perf.schedule.OpSchedule` call (n = 1 of :func:`time_ops`)."""
+    mb = {m: s.mem_bytes(m) for m in MEMORIES if s.mem_bytes(m) > 0}
+    bpc = {m: np.asarray([float(bytes_per_cycle.get(m, np.inf))]) for m in MEMORIES}
+    t = time_ops({m: np.asarray([[v]]) for m, v in mb.items()}, bpc, np.asarray([[float(s.mpe_cycles)]]),
+                 np.asarray([[float(s.sfu_cycles)]]), np.asarray([[float(s.steps)]]), s.compute_hidden,
+                 s.double_buffered, s.sfu_overlaps)
+    return OpTiming(cycles=float(t.cycles[0, 0]), mem_cycles={m: float(t.mem_cycles[m][0, 0]) for m in mb},
+                    mpe_cycles=float(t.mpe_busy[0, 0]), sfu_cycles=float(t.sfu[0, 0]), bound=str(t.bound()[0, 0]))

@@ -56,7 +56,7 @@ import simpy
 
 from qesim.graph.ir import LayerGraph
 from qesim.hw.config import HardwareConfig
-from qesim.perf.model import OP_COLUMNS, GraphEstimate, plan_graph
+from qesim.perf.estimate import OP_COLUMNS, GraphEstimate, plan_graph
 from qesim.perf.schedule import MEMORIES, GraphSchedule, OpSchedule
 
 RESOURCES = ("hbm", "ddr", "mpe", "sfu")
@@ -362,15 +362,15 @@ def estimate_from_sim(res: GraphSimResult, hw: HardwareConfig) -> GraphEstimate:
     ``cycles`` is the simulated op call; ``mpe_busy_cycles``/``sfu_cycles``/``hbm_cycles``/
     ``ddr_cycles`` are measured busy cycles per call; ``bound`` is the busiest resource."""
     gs = res.schedule
-    rows = []
+    cols = {c: [] for c in OP_COLUMNS}
     for s, o in zip(gs.ops, res.ops):
-        rows.append((
-            s.name, s.kind, s.repeat, o.cycles, o.cycles * s.repeat, s.mpe_cycles, o.busy["mpe"], o.busy["sfu"],
-            o.busy["hbm"], o.busy["ddr"], s.mem_bytes("hbm"), s.mem_bytes("ddr"), s.total_bytes, s.macs, s.steps,
-            o.bound, s.tile.describe() if s.tile else "",
-        ))
+        vals = (s.name, s.kind, s.repeat, o.cycles, o.cycles * s.repeat, s.mpe_cycles, o.busy["mpe"], o.busy["sfu"],
+                o.busy["hbm"], o.busy["ddr"], s.mem_bytes("hbm"), s.mem_bytes("ddr"), s.total_bytes, s.macs, s.steps,
+                o.bound, s.tile.describe() if s.tile else "")
+        for c, v in zip(OP_COLUMNS, vals):
+            cols[c].append(v)
     return SimEstimate(graph=gs.graph_name, hw=hw.name, stage=gs.stage, tokens=gs.tokens,
-                       frequency_hz=hw.frequency_hz, rows=rows, warnings=list(gs.warnings), sim=res)
+                       frequency_hz=hw.frequency_hz, columns=cols, warnings=list(gs.warnings), sim=res)
 
 
 class SimEstimate(GraphEstimate):

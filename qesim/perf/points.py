@@ -1,0 +1,146 @@
+"""Design points: the per-point numbers of hardware configs that share one structure.
+
+The cost model (:mod:`qesim.perf`) is written over arrays of design points. A config splits into
+
+- **structural** fields (policy, placement, array shapes, ``mv_max_rows``, sparsity, the operand
+  widths of the MAC-rate tables, which memories exist): they decide how an op is lowered, so a
+  :class:`~qesim.perf.compiled.CompiledGraph` is built once per distinct structure;
+- **point** fields (:data:`POINT_FIELDS`): plain numbers that the lowering reads per point —
+  clock, bandwidths and efficiencies, MAC rates, SFU lanes and cycle counts, and the buffer sizes
+  (they only change *which* tilings fit: the planner takes them per point with a fits-mask).
+
+:class:`HwPoints` holds the point fields of ``n`` points as numpy arrays of length ``n``; the
+scalar estimate is ``n = 1`` (:meth:`HwPoints.of`). A new numeric hardware field that should be
+sweepable without re-lowering is added here (and read by the lowering through ``HwPoints``).
+
+Units: Hz, bytes per cycle, MAC per cycle, bytes, cycles per element.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Optional
+
+import numpy as np
+
+from qesim.hw.config import HardwareConfig
+
+MEMORIES = ("hbm", "ddr")
+SFU_FIELDS = ("lanes", "exp_cycles", "reciprocal_cycles", "rsqrt_cycles", "reduce_cycles", "elementwise_cycles")
+BUFFER_FIELDS = ("weight_bytes", "act_bytes", "out_bytes", "adapter_bytes")
+
+#: dotted paths of the point fields (everything else is structural)
+POINT_FIELDS_RE = re.compile(
+    r"^(frequency_mhz|(hbm|ddr)\.(bandwidth_gbps|efficiency)|mpe\.(mm|mv)\.\d+\.macs_per_cycle|"
+    r"sfu\.(" + "|".join(SFU_FIELDS) + r")|buffers\.(" + "|".join(BUFFER_FIELDS) + r"))$")
+
+
+def is_point_field(path: str) -> bool:
+    """True if ``path`` (dotted) is a per-point number (no re-lowering when it changes)."""
+    return bool(POINT_FIELDS_RE.match(path))
+
+
+class HwPoints:
+    """Point fields of ``n`` configs sharing ``rep``'s structure, as arrays of length ``n``.
+
+    ``over`` maps dotted paths of :data:`POINT_FIELDS_RE` to arrays (or scalars); fields not given
+    take ``rep``'s value. Attributes: ``freq_hz`` (Hz), ``bpc[mem]`` (achieved bytes/cycle, ``inf``
+    for an absent memory), ``sfu[field]``, ``buf[field]`` (bytes), and :meth:`rate`.
+    """
+
+    __slots__ = ("rep", "n", "freq_mhz", "freq_hz", "bpc", "_rates", "sfu", "buf", "_rate_cache", "memo", "_key")
+
+    def __init__(self, rep: HardwareConfig, n: int = 1, over: Optional[dict] = None):
+        over = over or {}
+        self.rep, self.n = rep, int(n)
+
+        def f(path, default):
+            v = over.get(path)
+            if v is None:
+                return np.full(self.n, float(default))
+            return np.broadcast_to(np.asarray(v, dtype=float), (self.n,)).copy()
+
+        self.freq_mhz = f("frequency_mhz", rep.frequency_mhz)
+        self.freq_hz = self.freq_mhz * 1e6
+        self.bpc = {}
+        for m in MEMORIES:
+            ch = getattr(rep, m)
+            if ch is None:
+                self.bpc[m] = np.full(self.n, np.inf)
+                continue
+            bw = f(f"{m}.bandwidth_gbps", ch.bandwidth_gbps)
+            eff = f(f"{m}.efficiency", ch.efficiency)
+            self.bpc[m] = bw * 1e9 * eff / self.freq_hz  # the one bytes-per-cycle rule
+        self._rates = {}
+        for mode in ("mm", "mv"):
+            table = getattr(rep.mpe, mode)
+            cols = [f(f"mpe.{mode}.{i}.macs_per_cycle", r.macs_per_cycle) for i, r in enumerate(table)]
+            self._rates[mode] = (np.stack(cols, axis=1), [(r.w_bits, r.a_bits) for r in table])
+        self.sfu = {k: f(f"sfu.{k}", getattr(rep.sfu, k)) for k in SFU_FIELDS}
+        self.buf = {k: f(f"buffers.{k}", getattr(rep.buffers, k)) for k in BUFFER_FIELDS}
+        self._rate_cache: dict = {}
+        self.memo: dict = {}  # per-point-set caches of the lowerings (e.g. planner choices)
+        self._key = None
+
+    @staticmethod
+    def of(hw: HardwareConfig) -> "HwPoints":
+        """The single point of ``hw`` (n = 1)."""
+        return HwPoints(hw, 1)
+
+    def rate(self, mode: str, w_bits: int, a_bits: int) -> np.ndarray:
+        """MAC/cycle per point for a ``w_bits`` x ``a_bits`` product in ``mode``: the fastest
+        entry whose operand widths cover both, else the slowest entry (``MPE.rate``)."""
+        key = (mode, w_bits, a_bits)
+        r = self._rate_cache.get(key)
+        if r is None:
+            R, bits = self._rates[mode]
+            ok = [i for i, (wb, ab) in enumerate(bits) if wb >= w_bits and ab >= a_bits]
+            r = R[:, ok].max(axis=1) if ok else R.min(axis=1)
+            self._rate_cache[key] = r
+        return r
+
+    def peak_mm_rate(self) -> np.ndarray:
+        """The fastest matrix-matrix MAC/cycle entry per point (the MPE's size)."""
+        return self._rates["mm"][0].max(axis=1)
+
+    def key(self) -> tuple:
+        """Hashable value of every point field (memo key of a whole evaluation)."""
+        if self._key is None:
+            parts = [self.freq_hz.tobytes()] + [self.bpc[m].tobytes() for m in MEMORIES]
+            parts += [self._rates[m][0].tobytes() for m in ("mm", "mv")]
+            parts += [self.sfu[k].tobytes() for k in SFU_FIELDS] + [self.buf[k].tobytes() for k in BUFFER_FIELDS]
+            self._key = (self.n, b"".join(parts))
+        return self._key
+
+    def take(self, idx) -> "HwPoints":
+        """The points at ``idx`` (an index array or slice), as a new HwPoints."""
+        sub = HwPoints.__new__(HwPoints)
+        sub.rep = self.rep
+        sub.freq_mhz, sub.freq_hz = self.freq_mhz[idx], self.freq_hz[idx]
+        sub.n = len(sub.freq_hz)
+        sub.bpc = {m: v[idx] for m, v in self.bpc.items()}
+        sub._rates = {m: (R[idx], bits) for m, (R, bits) in self._rates.items()}
+        sub.sfu = {k: v[idx] for k, v in self.sfu.items()}
+        sub.buf = {k: v[idx] for k, v in self.buf.items()}
+        sub._rate_cache, sub.memo, sub._key = {}, {}, None
+        return sub
+
+
+# ----------------------------------------------------------------------------- structure
+_VOLATILE = ("name", "description", "sources")
+
+
+def _strip(d, path=""):
+    if isinstance(d, dict):
+        return {k: _strip(v, f"{path}.{k}" if path else k) for k, v in d.items()
+                if not (path == "" and k in _VOLATILE) and not is_point_field(f"{path}.{k}" if path else k)}
+    if isinstance(d, list):
+        return [_strip(v, f"{path}.{i}") for i, v in enumerate(d)]
+    return d
+
+
+def structural_key(hw: HardwareConfig) -> str:
+    """A string equal for two configs exactly when they lower every graph the same way (all
+    fields but the point fields, the name, description and sources)."""
+    return json.dumps(_strip(hw.model_dump()), sort_keys=True)
