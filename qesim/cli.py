@@ -31,6 +31,8 @@ COMMANDS: dict[str, str] = {
     "report": "qesim.commands.report",
     "moqe": "qesim.commands.moqe",
     "moe": "qesim.commands.moe",
+    "calibrate": "qesim.commands.calibrate",
+    "fidelity": "qesim.commands.fidelity",
 }
 
 

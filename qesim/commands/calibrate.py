@@ -1,0 +1,57 @@
+"""``qesim calibrate``: fit a hardware config's fidelity terms to measured kernel latencies.
+
+    qesim calibrate HW.yaml --measured DIR_OR_CSV --out HW-calibrated.yaml [--device A100]
+                    [--classes linear,softmax] [--min-points-per-param 3]
+
+Reads LLMCompass's real-hardware CSVs as they are (``matmul_A100.csv``, ``softmax_A100.csv``, ...)
+or a headed CSV ``kernel,M,N,K,latency_us``; fits each op class's few parameters (fixed cost,
+host floor, compute and memory efficiency, K roll-off) by log-space bounded least squares
+through the cost model; writes the YAML with comments recording the data, the fit and its
+residuals. Out-of-sample errors: ``qesim fidelity``. Needs scipy (``pip install -e '.[quant]'``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from qesim.errors import InputError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("calibrate", help="fit a hardware config's fidelity terms to measured kernels",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("hw", help="hardware YAML (or preset name) to calibrate")
+    p.add_argument("--measured", required=True, help="measured kernels: a CSV file or a directory of them")
+    p.add_argument("--out", required=True, help="calibrated YAML to write")
+    p.add_argument("--device", default=None, help="device name in the measured files (e.g. A100) if they hold several")
+    p.add_argument("--classes", default=None, help="op classes to fit (default: every class in the data)")
+    p.add_argument("--min-points-per-param", type=int, default=3,
+                   help="refuse to fit a class with fewer measured kernels per parameter (default 3)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from qesim.fidelity.calibrate import run_calibrate
+    from qesim.fidelity.kernels import make_predictor
+    from qesim.hw.config import OP_CLASSES
+
+    classes = None
+    if args.classes:
+        classes = [c.strip() for c in args.classes.split(",") if c.strip()]
+        bad = [c for c in classes if c not in OP_CLASSES]
+        if bad:
+            raise InputError(f"--classes: unknown op class(es) {', '.join(bad)}; known: {', '.join(OP_CLASSES)}")
+    if args.min_points_per_param < 1:
+        raise InputError(f"--min-points-per-param must be >= 1 (got {args.min_points_per_param})")
+    cmd = "qesim calibrate " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["calibrate"] else "qesim calibrate"
+    cal = run_calibrate(args.hw, args.measured, args.out, make_predictor, device=args.device, classes=classes,
+                        min_points_per_param=args.min_points_per_param, command=cmd)
+    for cls, r in cal.fits.items():
+        e = r.abs_err * 100
+        vals = ", ".join(f"{k.rsplit('.', 1)[1]}={v:.4g}" for k, v in r.values.items())
+        print(f"{cls}: {r.n_points} kernels, |error| mean {e.mean():.1f} % max {e.max():.1f} % (in sample); {vals}")
+        for n in r.notes:
+            print(f"  {n}")
+    print(f"wrote {args.out}")
+    return 0

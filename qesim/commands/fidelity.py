@@ -1,0 +1,64 @@
+"""``qesim fidelity``: measured vs predicted kernel latencies, in and out of sample.
+
+    qesim fidelity [--measured DIR_OR_CSV] [--hw nvidia-a100-80gb] [--device A100]
+                   [--transfer amd-mi210:MI210] [--folds 5] [--out reports]
+
+Writes ``OUT/fidelity.md``, ``fidelity.csv`` (one row per kernel: measured, datasheet, in-sample,
+k-fold and leave-one-family-out predictions, errors) and ``fidelity.png`` (predicted vs measured,
+log-log). Default data: LLMCompass's A100 and MI210 kernels shipped with qesim; the terms are
+fitted on the A100 and carried unchanged to the MI210's datasheet config (``--transfer``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from qesim.errors import InputError
+
+
+def default_measured() -> Path:
+    return Path(__file__).resolve().parents[1] / "fidelity" / "data" / "llmcompass"
+
+
+def register(sub) -> None:
+    p = sub.add_parser("fidelity", help="measured vs predicted kernel latencies (fit, cross-validation, transfer)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--measured", default=None, help="measured kernels (CSV or directory; default: the shipped "
+                   "LLMCompass A100/MI210 sets)")
+    p.add_argument("--hw", default="nvidia-a100-80gb", help="config fitted on --device (default nvidia-a100-80gb)")
+    p.add_argument("--device", default="A100", help="device of the measured files to fit (default A100)")
+    p.add_argument("--transfer", default="amd-mi210:MI210",
+                   help="HW:DEVICE[,HW:DEVICE...] predicted with the fitted terms on their own datasheet config "
+                   "(default amd-mi210:MI210; 'none' to skip)")
+    p.add_argument("--folds", type=int, default=5, help="k of the k-fold cross-validation (default 5)")
+    p.add_argument("--out", default="reports", help="output directory (default reports/)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from qesim.fidelity.kernels import make_predictor
+    from qesim.fidelity.validate import run_validation
+    from qesim.hw.loader import load_hw
+    from qesim.report.fidelity import write_fidelity
+
+    if args.folds < 2:
+        raise InputError(f"--folds must be >= 2 (got {args.folds})")
+    transfer = []
+    if args.transfer and args.transfer.lower() != "none":
+        for part in args.transfer.split(","):
+            h, sep, d = part.partition(":")
+            if not sep or not h or not d:
+                raise InputError(f"--transfer: {part!r} is not HW:DEVICE (e.g. amd-mi210:MI210)")
+            transfer.append((load_hw(h), d))
+    measured = args.measured or str(default_measured())
+    res = run_validation(measured, load_hw(args.hw), args.device, make_predictor, folds=args.folds, transfer=transfer)
+    cmd = "qesim fidelity " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["fidelity"] else "qesim fidelity"
+    for p in write_fidelity(res, Path(args.out), cmd.strip()):
+        print(f"wrote {p}")
+    s = res.summary
+    for r in s.itertuples():
+        print(f"{r.device:6} {r.op_class:12} n={r.kernels:3}  datasheet {r.datasheet_mean_abs_err_pct:6.1f} %  "
+              f"k-fold {r.kfold_mean_abs_err_pct:6.1f} %  transfer {r.transfer_mean_abs_err_pct:6.1f} %")
+    return 0
