@@ -1,4 +1,9 @@
-"""``qesim hw list`` / ``qesim hw show NAME|PATH [--json]``: hardware presets."""
+"""``qesim hw list`` / ``qesim hw show NAME|PATH [--json]`` / ``qesim hw schema [--markdown] [--out F]``.
+
+``hw schema`` prints the JSON Schema of a hardware config (draft-07, descriptions and units;
+editors' YAML language servers read it), ``--markdown`` the field reference that
+``docs/hardware-config.md`` holds.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,31 @@ def register(sub) -> None:
     sh.add_argument("name")
     sh.add_argument("--json", action="store_true")
     sh.set_defaults(func=_show)
+    sc = s.add_parser("schema", help="JSON Schema of a hardware config (or --markdown: the field reference)")
+    sc.add_argument("--markdown", action="store_true", help="the field reference (docs/hardware-config.md)")
+    sc.add_argument("--out", default=None, help="write to this file instead of stdout")
+    sc.set_defaults(func=_schema)
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from qesim.hw.schema import render_markdown, schema_text
+    from qesim.safeio import check_out_file
+
+    if args.out is not None:
+        check_out_file(args.out)
+    text = render_markdown() if args.markdown else schema_text()
+    if args.out is None:
+        print(text, end="")
+        return 0
+    try:
+        with open(args.out, "w") as f:
+            f.write(text)
+    except OSError as e:
+        from qesim.errors import InputError
+
+        raise InputError(f"--out {args.out}: cannot write ({e.strerror})") from None
+    print(f"wrote {args.out}")
+    return 0
 
 
 def _list(args: argparse.Namespace) -> int:

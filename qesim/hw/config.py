@@ -12,68 +12,141 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from qesim.hw.units import parse_quantity
 
 Memory = Literal["hbm", "ddr"]
 
+# ---- strict scalar types -------------------------------------------------------------------------
+# Booleans, quoted numbers and NaN/Infinity are refused where a number is meant (strict mode);
+# numpy scalars (sweeps) become Python numbers, and a whole float (2048.0) is accepted for an int.
+# Unit-bearing fields also accept a string with an explicit unit (qesim.hw.units).
+
+
+def _plain(v: Any) -> Any:
+    if type(v).__module__ == "numpy" and hasattr(v, "item"):
+        v = v.item()
+    return v
+
+
+def _int_like(v: Any) -> Any:
+    v = _plain(v)
+    if isinstance(v, float) and math.isfinite(v) and v.is_integer():
+        return int(v)
+    return v
+
+
+def _quantity(kind: str, integer: bool):
+    def conv(v: Any) -> Any:
+        v = parse_quantity(_plain(v), kind, integer)
+        return _int_like(v) if integer else v
+    return BeforeValidator(conv)
+
+
+Int = Annotated[int, BeforeValidator(_int_like)]
+Num = Annotated[float, BeforeValidator(_plain)]
+Bytes = Annotated[int, _quantity("bytes", True)]
+GiB = Annotated[float, _quantity("GiB", False)]
+GBps = Annotated[float, _quantity("GB/s", False)]
+MHz = Annotated[float, _quantity("MHz", False)]
+
+#: documented maxima (far above any real part; they keep every derived number finite and every
+#: cost computation bounded). Units as in the field names.
+MAX_FREQUENCY_MHZ = 1e6
+MAX_BANDWIDTH_GBPS = 1e7
+MAX_MACS_PER_CYCLE = 2.0**40
+MAX_BUFFER_BYTES = 2**50
+MAX_CAPACITY_GIB = 2.0**30
+MAX_CYCLES_PER_ELEMENT = 1e6
+MAX_LANES = 2**30
+MAX_ARRAY_DIM = 2**20
+
+
+def _unit(unit: str, kind: str | None = None) -> dict:
+    """json_schema_extra of a field: its unit, and (``kind``) the unit strings it also accepts."""
+    d: dict = {"unit": unit}
+    if kind:
+        d["x-accepts-units"] = kind
+    return d
+
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class MacRate(_Strict):
     """Whole-chip MAC/cycle for operands up to ``w_bits`` x ``a_bits`` (dense)."""
 
-    w_bits: int = Field(ge=1, le=32)
-    a_bits: int = Field(ge=1, le=32)
-    macs_per_cycle: float = Field(gt=0)
+    w_bits: Int = Field(ge=1, le=32, description="widest weight operand this rate covers", json_schema_extra=_unit("bit"))
+    a_bits: Int = Field(ge=1, le=32, description="widest activation operand this rate covers",
+                        json_schema_extra=_unit("bit"))
+    macs_per_cycle: Num = Field(gt=0, le=MAX_MACS_PER_CYCLE, description="multiply-accumulates per clock cycle, whole chip",
+                                json_schema_extra=_unit("MAC/cycle"))
 
 
 class ArrayShape(_Strict):
     """Spatial parallelism of the engine: a tile is padded up to multiples of (m, k, n)."""
 
-    m: int = Field(1, ge=1)
-    k: int = Field(1, ge=1)
-    n: int = Field(1, ge=1)
+    m: Int = Field(1, ge=1, le=MAX_ARRAY_DIM, description="rows (tokens) processed in parallel",
+                   json_schema_extra=_unit("elements"))
+    k: Int = Field(1, ge=1, le=MAX_ARRAY_DIM, description="reduction (input-feature) parallelism",
+                   json_schema_extra=_unit("elements"))
+    n: Int = Field(1, ge=1, le=MAX_ARRAY_DIM, description="output-feature parallelism", json_schema_extra=_unit("elements"))
 
 
 class Sparsity(_Strict):
     """N:M structured weight sparsity (FlightLLM: M = 16, N in {0, 2, 4, 8, 16})."""
 
-    m: int = Field(16, ge=1)
-    supported_n: list[int] = Field(default_factory=lambda: [16])
-    index_bits_per_kept_weight: float = Field(
-        0.0, ge=0, description="sparse-index metadata stored per kept weight (bits)")
+    m: Int = Field(16, ge=1, le=1024, description="M of N:M: block length along the reduction dimension",
+                   json_schema_extra=_unit("weights"))
+    supported_n: list[Int] = Field(default_factory=lambda: [16], min_length=1,
+                                   description="N values (kept weights per block of M) the engine supports, each 0..m",
+                                   json_schema_extra=_unit("weights"))
+    index_bits_per_kept_weight: Num = Field(
+        0.0, ge=0, le=64, description="sparse-index metadata stored per kept weight (bits)",
+        json_schema_extra=_unit("bit"))
 
     per_block_n: bool = Field(
         False, description="each block picks its own N (block-wise + N:M, FlightLLM): any average "
         "density is reachable; False: one N:M pattern for the whole matrix")
 
+    @model_validator(mode="after")
+    def _check(self) -> "Sparsity":
+        bad = [n for n in self.supported_n if not 0 <= n <= self.m]
+        if bad:
+            raise ValueError(f"supported_n must lie in 0..m = 0..{self.m} (got {bad})")
+        if not any(self.supported_n):
+            raise ValueError("supported_n needs at least one N >= 1")
+        return self
+
     def kept_fraction(self, density: float) -> float:
         """Fraction of weights stored and multiplied for a requested density (0 < density <= 1).
 
         With ``per_block_n`` the blocks mix N values so the average equals the density (rounded
-        up to 1/m); otherwise the smallest supported N/M >= density."""
+        up to 1/m, and at least 1/m: a matrix keeps at least one weight per block); otherwise
+        the smallest supported N/M >= density."""
         if density >= 1.0:
             return 1.0
         if self.per_block_n:
-            return min(1.0, math.ceil(density * self.m - 1e-9) / self.m)
-        fr = sorted(n / self.m for n in self.supported_n if n / self.m >= density - 1e-9)
+            return min(1.0, max(1, math.ceil(density * self.m - 1e-9)) / self.m)
+        fr = sorted(n / self.m for n in self.supported_n if n and n / self.m >= density - 1e-9)
         return fr[0] if fr else 1.0
 
 
 class MPE(_Strict):
     """Matrix processing engine(s). Rates are for the whole chip (all cores together)."""
 
-    cores: int = Field(1, ge=1)
+    cores: Int = Field(1, ge=1, le=2**16, description="MPE cores (rates below are already summed over them)")
     mm: list[MacRate] = Field(min_length=1, description="matrix-matrix mode MAC rates")
     mv: list[MacRate] = Field(min_length=1, description="matrix-vector mode MAC rates")
-    mm_array: ArrayShape = ArrayShape()
-    mv_array: ArrayShape = ArrayShape()
-    mv_max_rows: int = Field(1, ge=1, description="M at or below which MV mode is used")
-    sparsity: Sparsity = Sparsity()
+    mm_array: ArrayShape = Field(ArrayShape(), description="MM-mode array shape (tile padding)")
+    mv_array: ArrayShape = Field(ArrayShape(), description="MV-mode array shape (tile padding)")
+    mv_max_rows: Int = Field(1, ge=1, le=2**31, description="M at or below which MV mode is used",
+                             json_schema_extra=_unit("rows"))
+    sparsity: Sparsity = Field(Sparsity(), description="N:M structured sparsity support")
 
     def rate(self, mode: Literal["mm", "mv"], w_bits: int, a_bits: int) -> float:
         """MAC/cycle for a ``w_bits`` x ``a_bits`` product: the fastest entry whose operand
@@ -85,43 +158,59 @@ class MPE(_Strict):
         return min(r.macs_per_cycle for r in table)
 
 
+def _cycles(desc: str):
+    return Field(1.0, ge=1e-6, le=MAX_CYCLES_PER_ELEMENT, description=desc, json_schema_extra=_unit("cycles/element"))
+
+
 class SFU(_Strict):
     """Special function unit: ``lanes`` elements per cycle per pass at 1 cycle/element."""
 
-    lanes: int = Field(ge=1, description="elements processed in parallel (whole chip)")
-    exp_cycles: float = Field(1.0, gt=0, description="cycles per element for exp")
-    reciprocal_cycles: float = Field(1.0, gt=0, description="cycles per reciprocal")
-    rsqrt_cycles: float = Field(1.0, gt=0, description="cycles per rsqrt")
-    reduce_cycles: float = Field(1.0, gt=0, description="cycles per element of a reduction pass")
-    elementwise_cycles: float = Field(1.0, gt=0, description="cycles per element of mul/add/act")
+    lanes: Int = Field(ge=1, le=MAX_LANES, description="elements processed in parallel (whole chip)",
+                       json_schema_extra=_unit("elements/cycle"))
+    exp_cycles: Num = _cycles("cycles per element for exp")
+    reciprocal_cycles: Num = _cycles("cycles per reciprocal")
+    rsqrt_cycles: Num = _cycles("cycles per rsqrt")
+    reduce_cycles: Num = _cycles("cycles per element of a reduction pass")
+    elementwise_cycles: Num = _cycles("cycles per element of mul/add/act")
 
 
 class MemoryChannel(_Strict):
-    bandwidth_gbps: float = Field(gt=0, description="peak bandwidth, GB/s (1e9 B/s)")
-    efficiency: float = Field(1.0, gt=0, le=1, description="achieved fraction of peak")
-    capacity_gib: float = Field(gt=0)
+    """One off-chip memory: peak bandwidth, achieved fraction and capacity."""
+
+    bandwidth_gbps: GBps = Field(ge=1e-3, le=MAX_BANDWIDTH_GBPS, description="peak bandwidth, GB/s (1e9 B/s)",
+                                 json_schema_extra=_unit("GB/s", "GB/s"))
+    efficiency: Num = Field(1.0, ge=1e-3, le=1, description="achieved fraction of peak bandwidth",
+                            json_schema_extra=_unit("fraction"))
+    capacity_gib: GiB = Field(gt=0, le=MAX_CAPACITY_GIB, description="capacity, GiB (2^30 B)",
+                              json_schema_extra=_unit("GiB", "GiB"))
 
 
 class Buffers(_Strict):
     """On-chip buffers in bytes. Double buffering halves what one tile may use."""
 
-    weight_bytes: int = Field(ge=1)
-    act_bytes: int = Field(ge=1)
-    out_bytes: int = Field(ge=1)
-    adapter_bytes: int = Field(0, ge=0, description="on-chip store for resident adapters/router")
+    weight_bytes: Bytes = Field(ge=1, le=MAX_BUFFER_BYTES, description="weight (B-operand) buffer",
+                                json_schema_extra=_unit("B", "bytes"))
+    act_bytes: Bytes = Field(ge=1, le=MAX_BUFFER_BYTES, description="activation (A-operand) buffer",
+                             json_schema_extra=_unit("B", "bytes"))
+    out_bytes: Bytes = Field(ge=1, le=MAX_BUFFER_BYTES, description="output / accumulator buffer",
+                             json_schema_extra=_unit("B", "bytes"))
+    adapter_bytes: Bytes = Field(0, ge=0, le=MAX_BUFFER_BYTES, description="on-chip store for resident adapters/router",
+                                 json_schema_extra=_unit("B", "bytes"))
 
 
 class Placement(_Strict):
     """Which off-chip memory holds each tensor class."""
 
-    weights: Memory = "hbm"
-    activations: Memory = "hbm"
-    kv_cache: Memory = "hbm"
-    adapters: Memory = "hbm"
-    embeddings: Memory = "hbm"
+    weights: Memory = Field("hbm", description="memory holding the linear/expert weights")
+    activations: Memory = Field("hbm", description="memory holding off-chip activations")
+    kv_cache: Memory = Field("hbm", description="memory holding the KV cache")
+    adapters: Memory = Field("hbm", description="memory holding low-rank adapters and routers")
+    embeddings: Memory = Field("hbm", description="memory holding the embedding tables")
 
 
 class StagePolicy(_Strict):
+    """Modelling assumptions of one stage (prefill or decode)."""
+
     activations_offchip: bool = Field(
         True, description="op inputs/outputs go through off-chip memory (False: stay on chip)")
     compute_hidden: bool = Field(
@@ -129,23 +218,26 @@ class StagePolicy(_Strict):
 
 
 class Policy(_Strict):
-    prefill: StagePolicy = StagePolicy()
-    decode: StagePolicy = StagePolicy(activations_offchip=False)
+    """Modelling switches (what is charged, what overlaps)."""
+
+    prefill: StagePolicy = Field(StagePolicy(), description="prefill-stage assumptions")
+    decode: StagePolicy = Field(StagePolicy(activations_offchip=False), description="decode-stage assumptions")
     adapters_resident: bool = Field(
         False, description="adapter + router weights preloaded on chip (no per-call traffic)")
-    double_buffering: bool = True
+    double_buffering: bool = Field(True, description="tiles are double-buffered (each tile may use half a buffer)")
     count_group_metadata: bool = Field(
         True, description="charge group-wise weight scales/zeros as off-chip bytes")
     count_channel_scales: bool = Field(
         True, description="charge per-output-channel weight scales and per-token activation scales")
-    scale_bits: int = Field(16, ge=1, le=32, description="bits of one scale or zero-point")
+    scale_bits: Int = Field(16, ge=1, le=32, description="bits of one scale or zero-point", json_schema_extra=_unit("bit"))
     sfu_overlaps_mpe: bool = Field(
         True, description="SFU work of an op runs concurrently with its MPE/memory pipeline")
     sfu_fusion: bool = Field(
         False, description="an SFU op that consumes the output of the MPE op before it (same rows, width and "
         "repeat) streams through the SFU inside that op's pipeline instead of running as its own op "
         "(qesim.perf.fusion)")
-    attention_bits: int = Field(16, ge=1, le=32, description="precision of QK^T/PV operands")
+    attention_bits: Int = Field(16, ge=1, le=32, description="precision of QK^T/PV operands",
+                                json_schema_extra=_unit("bit"))
     act_quant_unit: Literal["sfu", "mmu"] = Field(
         "sfu", description="where per-token activation quantization (absmax + scale) runs: on the SFU "
         "(costs SFU cycles) or in dedicated quantization units on the memory path (FlightLLM's MMU: "
@@ -166,20 +258,20 @@ class OpClassTerms(_Strict):
     One call of an op costs ``max(floor, fixed + issue + work)`` where ``work`` is the pipelined
     memory/compute time of the schedule with the efficiencies below applied (qesim.perf.terms)."""
 
-    fixed_us: float = Field(0.0, ge=0, description="fixed time added to every call (microseconds): GPU kernel "
+    fixed_us: Num = Field(0.0, json_schema_extra=_unit("us"), ge=0, description="fixed time added to every call (microseconds): GPU kernel "
                             "launch, prologue and tail; 0 = none")
-    fixed_cycles: float = Field(0.0, ge=0, description="fixed cycles added to every call (clock cycles): NPU "
+    fixed_cycles: Num = Field(0.0, json_schema_extra=_unit("cycles"), ge=0, description="fixed cycles added to every call (clock cycles): NPU "
                                 "instruction issue / dispatch of the op; 0 = none")
-    issue_cycles_per_step: float = Field(0.0, ge=0, description="instruction-issue cycles per tile step (clock "
+    issue_cycles_per_step: Num = Field(0.0, json_schema_extra=_unit("cycles/step"), ge=0, description="instruction-issue cycles per tile step (clock "
                                          "cycles), serial with the step pipeline (NPU); 0 = none")
-    floor_us: float = Field(0.0, ge=0, description="minimum time of one call (microseconds): host dispatch and "
+    floor_us: Num = Field(0.0, json_schema_extra=_unit("us"), ge=0, description="minimum time of one call (microseconds): host dispatch and "
                             "synchronisation that the op's own work hides once it is long enough; 0 = none")
-    compute_efficiency: float = Field(1.0, gt=0, le=1, description="achieved fraction of the MAC (or SFU) peak "
+    compute_efficiency: Num = Field(1.0, json_schema_extra=_unit("fraction"), gt=0, le=1, description="achieved fraction of the MAC (or SFU) peak "
                                       "at large shapes (dimensionless); 1 = datasheet peak")
-    k_half: float = Field(0.0, ge=0, description="small-dimension roll-off (elements of the reduction length K): "
+    k_half: Num = Field(0.0, json_schema_extra=_unit("elements"), ge=0, description="small-dimension roll-off (elements of the reduction length K): "
                           "compute efficiency is multiplied by K / (K + k_half) (per-tile pipeline fill and "
                           "drain); 0 = none")
-    memory_efficiency: Optional[float] = Field(None, gt=0, le=1, description="achieved fraction of peak off-chip "
+    memory_efficiency: Optional[Num] = Field(None, json_schema_extra=_unit("fraction"), gt=0, le=1, description="achieved fraction of peak off-chip "
                                                "bandwidth for this op class (dimensionless); None = the memory's "
                                                "own efficiency")
 
@@ -188,17 +280,17 @@ class WaveTile(_Strict):
     """Output tile one core computes at a time: an (M, N) output is cut into ceil(M/m)*ceil(N/n) tiles dealt
     to ``mpe.cores`` cores in waves; the last, partial wave idles cores (wave quantisation)."""
 
-    m: int = Field(ge=1, description="tile rows (output tokens)")
-    n: int = Field(ge=1, description="tile columns (output features)")
+    m: Int = Field(json_schema_extra=_unit("elements"), ge=1, description="tile rows (output tokens)")
+    n: Int = Field(json_schema_extra=_unit("elements"), ge=1, description="tile columns (output features)")
 
 
 class DequantFormat(_Strict):
     """Cost of turning stored weights of ``w_bits`` into the MPE's input precision."""
 
-    w_bits: int = Field(ge=1, le=16, description="stored weight bits this entry applies to")
-    ops_per_weight: float = Field(ge=0, description="vector-unit operations per weight element (unpack, "
+    w_bits: Int = Field(json_schema_extra=_unit("bit"), ge=1, le=16, description="stored weight bits this entry applies to")
+    ops_per_weight: Num = Field(json_schema_extra=_unit("ops/weight"), ge=0, description="vector-unit operations per weight element (unpack, "
                                   "convert, subtract zero, multiply scale)")
-    ops_per_group: float = Field(0.0, ge=0, description="vector-unit operations per group of a group-wise "
+    ops_per_group: Num = Field(0.0, json_schema_extra=_unit("ops/group"), ge=0, description="vector-unit operations per group of a group-wise "
                                  "format (load/convert the scale and zero-point)")
 
 
@@ -220,16 +312,16 @@ class Dequant(_Strict):
 class Terms(_Strict):
     """Fidelity terms applied by the cost model (qesim.perf.terms). All neutral by default."""
 
-    linear: OpClassTerms = OpClassTerms()
-    attention: OpClassTerms = OpClassTerms()
-    softmax: OpClassTerms = OpClassTerms()
-    norm: OpClassTerms = OpClassTerms()
-    elementwise: OpClassTerms = OpClassTerms()
-    embedding: OpClassTerms = OpClassTerms()
+    linear: OpClassTerms = Field(OpClassTerms(), description="terms of linear ops")
+    attention: OpClassTerms = Field(OpClassTerms(), description="terms of attention ops")
+    softmax: OpClassTerms = Field(OpClassTerms(), description="terms of softmax ops")
+    norm: OpClassTerms = Field(OpClassTerms(), description="terms of norm ops")
+    elementwise: OpClassTerms = Field(OpClassTerms(), description="terms of elementwise ops")
+    embedding: OpClassTerms = Field(OpClassTerms(), description="terms of embedding ops")
     wave_tile: Optional[WaveTile] = Field(None, description="wave quantisation over mpe.cores for MPE ops; None = "
                                           "none")
-    dequant: Dequant = Dequant()
-    correction_factor: float = Field(1.0, gt=0, description="every instruction time (compute, loads and stores) "
+    dequant: Dequant = Field(Dequant(), description="weight dequantization cost")
+    correction_factor: Num = Field(1.0, json_schema_extra=_unit("factor"), ge=1e-6, le=1e6, description="every instruction time (compute, loads and stores) "
                                      "is divided by this (dimensionless; the FlightLLM artifact's profiler uses "
                                      "3.2); 1 = none")
 
@@ -238,16 +330,19 @@ class Terms(_Strict):
 
 
 class HardwareConfig(_Strict):
-    name: str
-    description: str = ""
-    frequency_mhz: float = Field(gt=0)
-    mpe: MPE
-    sfu: SFU
-    hbm: MemoryChannel
-    ddr: Optional[MemoryChannel] = None
-    buffers: Buffers
-    placement: Placement = Placement()
-    policy: Policy = Policy()
+    """One accelerator: clock, matrix and vector engines, off-chip memories, buffers, policy."""
+
+    name: str = Field(min_length=1, max_length=200, description="config name (shown in reports)")
+    description: str = Field("", description="free text")
+    frequency_mhz: MHz = Field(ge=1e-3, le=MAX_FREQUENCY_MHZ, description="clock of the MPE/SFU, MHz",
+                               json_schema_extra=_unit("MHz", "MHz"))
+    mpe: MPE = Field(description="matrix processing engine")
+    sfu: SFU = Field(description="special function (vector) unit")
+    hbm: MemoryChannel = Field(description="main off-chip memory")
+    ddr: Optional[MemoryChannel] = Field(None, description="optional second off-chip memory")
+    buffers: Buffers = Field(description="on-chip buffers")
+    placement: Placement = Field(Placement(), description="which memory holds each tensor class")
+    policy: Policy = Field(Policy(), description="modelling switches")
     terms: Terms = Field(default_factory=Terms, description="fidelity terms: fixed costs, achieved efficiencies, "
                          "dequantization (neutral by default)")
     sources: dict[str, str] = Field(default_factory=dict, description="free-form provenance notes")

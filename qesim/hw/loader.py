@@ -5,7 +5,6 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-import yaml
 from pydantic import ValidationError
 
 from qesim.errors import InputError, format_validation_error
@@ -26,27 +25,23 @@ def preset_names() -> list[str]:
 
 
 def load_yaml(path: Path) -> dict:
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise InputError(f"{path}: cannot read ({e.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise InputError(f"{path}: malformed YAML{where}: {problem}") from None
+    """A YAML mapping from ``path``; InputError for an unreadable, binary, malformed or too
+    deeply nested file, or one whose top level is not a mapping."""
+    from qesim.safeio import parse_yaml
+
+    data = parse_yaml(path, "YAML file")
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a mapping of hardware fields at the top level, got {type(data).__name__}")
     return data
 
 
 def config_from_dict(data: dict, source: str) -> HardwareConfig:
+    """Validate a parsed config; InputError listing every invalid field (unknown keys get a
+    did-you-mean)."""
     try:
         return HardwareConfig.model_validate(data)
     except ValidationError as e:
-        raise InputError(format_validation_error(source, e)) from None
+        raise InputError(format_validation_error(source, e, HardwareConfig)) from None
 
 
 @lru_cache(maxsize=64)
