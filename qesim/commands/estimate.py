@@ -37,34 +37,37 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 def is_graph_file(model: str) -> bool:
     """Whether ``--model`` names a layer-graph JSON file (not a preset, not an HF config)."""
-    p = Path(model)
-    if p.suffix == ".json" and not p.exists():
-        raise InputError(f"{model}: file not found")
-    if not p.is_file():
-        return False
+    from qesim.api import is_graph
+
+    return is_graph(model)
+
+
+def _workload(args: argparse.Namespace) -> dict:
+    """The model/workload keyword arguments of :func:`qesim.estimate` the arguments describe."""
+    kw = dict(stage=args.stage, seq_len=args.seq_len, context_len=args.context, batch=args.batch)
+    if is_graph_file(args.model):
+        if args.setting is not None or args.method is not None:
+            raise InputError(f"--setting/--method cannot be combined with a graph file ({args.model}): "
+                             "its bits and adapters come from the file")
+        return kw
+    from qesim.graph.settings import parse_density
+
     try:
-        head = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError):
-        return True  # LayerGraph.from_json reports the problem with the file and line
-    return isinstance(head, dict) and "ops" in head and "model_type" not in head
+        parse_density(args.density)
+    except InputError as e:
+        raise InputError(f"--density: {e}") from None
+    kw.update(setting="W16A16" if args.setting is None else args.setting,
+              method="none" if args.method is None else args.method, density=args.density,
+              kv_bits=args.kv_bits, group_size=getattr(args, "group_size", None))
+    return kw
 
 
 def graph_from_args(args: argparse.Namespace):
     """The LayerGraph the arguments describe (a preset or an HF config built on the fly, or a
     layer-graph JSON file)."""
-    from qesim.graph.ir import LayerGraph
+    from qesim.api import build_graph
 
-    if is_graph_file(args.model):
-        if args.setting or args.method:
-            raise InputError(f"--setting/--method cannot be combined with a graph file ({args.model}): "
-                             "its bits and adapters come from the file")
-        return LayerGraph.from_json(args.model)
-    from qesim.graph.builders import build_graph
-
-    context = args.context if args.context is not None else (512 if args.stage == "decode" else 0)
-    return build_graph(args.model, stage=args.stage, seq_len=args.seq_len, context_len=context, batch=args.batch,
-                       setting=args.setting or "W16A16", method=args.method or "none", density=args.density,
-                       kv_bits=args.kv_bits, group_size=getattr(args, "group_size", None))
+    return build_graph(args.model, **_workload(args))
 
 
 def run_engine(graph, hw, engine: str):
@@ -92,30 +95,11 @@ def _fmt_bytes(b: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from qesim.hw.loader import load_hw
+    from qesim.api import estimate
 
-    from qesim.graph.settings import parse_density
-
-    try:
-        parse_density(args.density)
-    except InputError as e:
-        raise InputError(f"--density: {e}") from None
-    hw = load_hw(args.hw)
-    graph = graph_from_args(args)
-    est = run_engine(graph, hw, args.engine)
+    est = estimate(args.model, args.hw, engine=args.engine, **_workload(args))
     d = est.to_dict()
-    d.update(model=graph.model, setting=graph.setting, method=graph.method, engine=args.engine,
-             batch=graph.batch, seq_len=graph.seq_len, context_len=graph.context_len)
-    from qesim.perf.fusion import fusion_plan
-
-    # SFU ops fused into the MPE op that feeds them (policy.sfu_fusion): they have no row of their own
-    d["fused_into"] = {graph.ops[i].name: graph.ops[f.into].name for i, f in fusion_plan(graph, hw).items()}
-    if graph.setting != "W16A16" and not is_graph_file(args.model):
-        # the same pass at fp16 on the same hardware and engine
-        base = graph_from_args(argparse.Namespace(**{**vars(args), "setting": "W16A16", "method": "none",
-                                                     "density": 1.0}))
-        d["fp16_latency_s"] = run_engine(base, hw, args.engine).latency_s
-        d["speedup_vs_fp16"] = d["fp16_latency_s"] / d["latency_s"]
+    hw, graph = est.hw, est.graph
     if args.json:
         print(json.dumps(d))
         return 0
