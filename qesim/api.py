@@ -11,9 +11,10 @@ over these functions: ``qesim estimate ... --json`` prints ``qesim.estimate(...)
 Units: seconds (``*_s``), cycles of the config's clock (``*cycles*``), bytes (``*bytes*``),
 multiply-accumulates (``macs*``).
 
-The fp16 baseline rule (``speedup_vs_fp16``) lives here, once: the same model, stage, sequence,
-context, batch, KV bits, hardware and engine at ``W16A16``, method ``none``, dense (density 1.0),
-default group size. A layer-graph JSON carries its own bits and adapters, so it has no baseline.
+The fp16 baseline (``speedup_vs_fp16``) is :func:`qesim.perf.estimate.fp16_baseline`, the one rule:
+the same workload at ``W16A16``, method ``none``, dense (density 1.0), on the same hardware and
+engine. A layer-graph JSON carries its own bits and adapters, so it has no baseline. Engines come
+from the registry :mod:`qesim.perf.engines`.
 """
 
 from __future__ import annotations
@@ -26,12 +27,12 @@ from typing import Any, Mapping, Optional, Union
 
 from qesim.errors import InputError
 
-__all__ = ["estimate", "load_hw", "build_graph", "sweep", "presets", "Estimate", "FP16_BASELINE"]
+__all__ = ["estimate", "load_hw", "build_graph", "sweep", "presets", "Estimate"]
 
-#: what the fp16 baseline of a workload changes (everything else is kept)
-FP16_BASELINE = dict(setting="W16A16", method="none", density=1.0, group_size=None)
+def _engine_names() -> list:
+    from qesim.perf.engines import engine_names
 
-ENGINES = ("analytical", "cycle")
+    return engine_names()
 
 #: GraphEstimate.ops columns -> public names with units (per call = one execution of the op;
 #: total = times ``repeat``)
@@ -124,11 +125,9 @@ def build_graph(model: Any, *, stage: str = "prefill", seq_len: int = 128, conte
 
 
 def _run_engine(graph, hw, engine: str):
-    if engine not in ENGINES:
-        raise InputError(f"unknown engine {engine!r}; known: {', '.join(ENGINES)}")
-    from qesim.commands.estimate import run_engine  # the engine switch (core)
+    from qesim.perf.engines import run_engine  # the engine registry
 
-    return run_engine(graph, hw, engine)
+    return run_engine(engine, graph, hw)
 
 
 # ----------------------------------------------------------------------------- the result
@@ -275,7 +274,7 @@ def estimate(model: Any, hw: Any = "qe-paper-npu", *, setting: str = "W16A16", m
             ``aser``, ``qe`` (or a plug-in quantizer's name).
         stage: ``prefill`` or ``decode``; ``seq_len`` prefill tokens per sequence; ``context_len``
             tokens already cached (None: 0 for prefill, 512 for decode); ``batch`` sequences.
-        engine: ``analytical`` or ``cycle``.
+        engine: a name from :func:`qesim.perf.engines.engine_names` (``analytical``, ``cycle``).
         workload: any other graph-builder argument: ``density`` (number or ``NAME=D,...``),
             ``group_size``, ``kv_bits``, ``adapter_defaults``, ``linear_overrides``.
 
@@ -284,8 +283,10 @@ def estimate(model: Any, hw: Any = "qe-paper-npu", *, setting: str = "W16A16", m
     """
     if stage not in ("prefill", "decode"):
         raise InputError(f"stage {stage!r} must be 'prefill' or 'decode'")
-    if engine not in ENGINES:
-        raise InputError(f"unknown engine {engine!r}; known: {', '.join(ENGINES)}")
+    from qesim.perf.engines import get_engine
+    from qesim.perf.estimate import fp16_baseline
+
+    get_engine(engine)  # an unknown engine is an InputError before any work
     cfg = load_hw(hw)
     from_graph = is_graph(model)
     if from_graph and (setting != "W16A16" or method != "none" or workload):
@@ -303,8 +304,7 @@ def estimate(model: Any, hw: Any = "qe-paper-npu", *, setting: str = "W16A16", m
     raw = _run_engine(graph, cfg, engine)
     base = None
     if not from_graph and graph.setting != "W16A16":
-        bkw = {**kw, **workload, **FP16_BASELINE}
-        base = _run_engine(build_graph(model, **bkw), cfg, engine)
+        base = _run_engine(build_graph(model, **fp16_baseline({**kw, **workload})), cfg, engine)
     return Estimate(graph, cfg, engine, raw, base, from_graph=from_graph)
 
 
