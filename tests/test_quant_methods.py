@@ -105,25 +105,66 @@ def test_gptq_beats_rtn_on_its_objective_and_falls_back():
         Q, status = gptq_quantize(W, X, st)
         assert status == "ok"
         e_g = (X @ (W - Q).T).norm()
-        e_r = (X @ (W - st.wq(W)).T).norm()
+        from qesim.quant.methods.gptq import rtn_on_grid
+
+        e_r = min((X @ (W - st.wq(W)).T).norm(), (X @ (W - rtn_on_grid(W, st)).T).norm())
         assert e_g < 0.9 * e_r
         # every output is on the setting's grid: re-quantizing a GPTQ row/group changes little
     bad = torch.full((16, 64), float("nan"))
     Q, status = gptq_quantize(W, bad, parse_setting("W4A8"))
     assert status.startswith("rtn-fallback")
-    assert torch.allclose(Q, parse_setting("W4A8").wq(W))
+    from qesim.quant.methods.gptq import rtn_on_grid
+
+    assert torch.allclose(Q, rtn_on_grid(W, parse_setting("W4A8")))  # RTN on GPTQ's own grid
 
 
-def test_gptq_outputs_lie_on_grid_per_channel():
+def test_gptq_outputs_lie_on_its_reference_grid_per_channel():
+    """GPTQ's quant.py grid: sym scale = 2 max|w| / (2^b - 1), levels [-2^(b-1), 2^(b-1)-1] * scale."""
     torch.manual_seed(1)
     W = torch.randn(8, 32)
     X = torch.randn(256, 32)
     st = parse_setting("W4A8")
     Q, _ = gptq_quantize(W, X, st)
-    scale = W.abs().amax(1, keepdim=True) / 7
+    scale = 2 * W.abs().amax(1, keepdim=True) / 15
     codes = Q / scale
     assert torch.allclose(codes, codes.round(), atol=1e-4)
-    assert codes.abs().max() <= 8
+    assert codes.min() >= -8 and codes.max() <= 7
+    Qm, _ = gptq_quantize(W, X, st, grid="mbq")  # the MBQ grid of the other methods
+    cm = Qm / (W.abs().amax(1, keepdim=True) / 7)
+    assert torch.allclose(cm, cm.round(), atol=1e-4) and cm.abs().max() <= 7 + 1e-4
+
+
+def test_gptq_reference_grid_matches_quant_py_formula():
+    """rtn_on_grid reproduces IST-DASLab/gptq quant.py (asym: zero = round(-xmin/scale), range incl. 0)."""
+    from qesim.quant.methods.gptq import rtn_on_grid
+
+    torch.manual_seed(2)
+    W = torch.randn(4, 16) + 0.5
+    st = parse_setting("W3A16", group_size=8)
+    Q = rtn_on_grid(W, st)
+    for g in range(2):
+        w = W[:, 8 * g:8 * g + 8]
+        xmin = torch.minimum(w.min(1).values, torch.zeros(4))
+        xmax = torch.maximum(w.max(1).values, torch.zeros(4))
+        scale = ((xmax - xmin) / 7)[:, None]
+        zero = torch.round(-xmin[:, None] / scale)
+        ref = scale * (torch.clamp(torch.round(w / scale) + zero, 0, 7) - zero)
+        assert torch.allclose(Q[:, 8 * g:8 * g + 8], ref)
+
+
+def test_awq_clip_search_shrinks_an_outlier_row():
+    from qesim.quant.methods.awq import apply_clip, clip_search
+
+    torch.manual_seed(3)
+    W = torch.randn(4, 64)
+    W[0, 5] = 6.0  # one large weight: clipping it lowers the output error of the other 63
+    X = torch.randn(512, 64)
+    st = parse_setting("W3A8")
+    mv = clip_search(W, X, st)
+    assert mv.shape == (4, 1) and float(mv[0, 0]) < 6.0
+    Wc = apply_clip(W, mv, st.group_size)
+    err = lambda w: float((X @ (st.wq(w) - W).T).pow(2).mean())  # noqa: E731
+    assert err(Wc) <= err(W)
 
 
 def test_lowrank_methods_use_rank_and_improve_with_rank(tiny):
@@ -140,8 +181,10 @@ def test_lowrank_methods_use_rank_and_improve_with_rank(tiny):
 
 def test_sequential_mode_runs(tiny):
     m, cal, held = tiny
-    q, rep = quantize_model(m, "gptq", "W4A8", cal, sequential=True)
-    assert rep["sequential"]
+    q, rep = quantize_model(m, "gptq", "W4A8", cal)
+    assert rep["sequential"]  # GPTQ's reference default
+    _, rep2 = quantize_model(m, "lqer", "W4A8", cal)
+    assert not rep2["sequential"]
     rtn, _ = quantize_model(m, "rtn", "W4A8", cal)
     assert _block_err(m, q, held) < _block_err(m, rtn, held)
 

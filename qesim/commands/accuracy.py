@@ -37,7 +37,9 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ablation", action="store_true", help="also run the QE ablation (paper Table 4) at --ablation-setting")
     p.add_argument("--ablation-setting", default="W4A8")
-    p.add_argument("--sequential", action="store_true", help="calibrate block i+1 on quantized blocks' outputs")
+    p.add_argument("--sequential", choices=["on", "off"], default=None,
+                   help="calibrate block i+1 on the quantized blocks' outputs (on) or on FP inputs (off) for "
+                        "every method; default: each method's reference (GPTQ on, the others off)")
     p.add_argument("--qe-refine", action="store_true", help="QE: run the routed-expert refinement (Sec. 7.2)")
     p.add_argument("--qe-max-tokens", type=int, default=None, help="QE: cap calibration tokens per linear")
     p.add_argument("--speed-from", metavar="CSV", default=None,
@@ -94,7 +96,7 @@ def run(args) -> int:
         opts["qe_max_tokens"] = args.qe_max_tokens
     cfg = RunConfig(model=args.model, methods=methods, settings=settings, quick=args.quick, n_calib=args.calib,
                     n_eval=args.n_eval, seed=args.seed, rank=args.rank, ablation=args.ablation,
-                    ablation_setting=parse_setting(args.ablation_setting).name, sequential=args.sequential,
+                    ablation_setting=parse_setting(args.ablation_setting).name, sequential=None if args.sequential is None else args.sequential == "on",
                     opts=opts)
     say = (lambda s: None) if args.quiet else (lambda s: print(f"[accuracy] {s}", file=sys.stderr, flush=True))
     out = Path(args.out)
@@ -193,6 +195,12 @@ def _argline(args) -> str:
     return " ".join(parts)
 
 
+def _seq_text(seq) -> str:
+    if seq is None:
+        return "each method's reference default (GPTQ sequential: quantized blocks propagate; the others FP inputs at every block)"
+    return "sequential (quantized blocks propagate)" if seq else "FP inputs at every block (non-sequential)"
+
+
 def render_markdown(cfg, res, cmd: str) -> str:
     from qesim.eval.runner import ABLATION_LABELS
 
@@ -201,7 +209,7 @@ def render_markdown(cfg, res, cmd: str) -> str:
     better = "lower is better" if primary == "ppl" else "higher is better"
     L = [f"# Accuracy: {cfg.model}", "", f"Produced by: `{cmd}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).", ""]
     L.append(f"Calibration/evaluation: {res.info}. Low-rank budget (LQER/ASER/QE total rank): {cfg.rank}. "
-             f"Calibration inputs: {'sequential (quantized blocks propagate)' if cfg.sequential else 'FP inputs at every block (non-sequential)'}. "
+             f"Calibration inputs: {_seq_text(cfg.sequential)}. "
              f"Seed {cfg.seed}.")
     L.append("")
     fpv = vals.get(("fp", "W16A16", primary))

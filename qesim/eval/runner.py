@@ -44,7 +44,7 @@ class RunConfig:
     rank: int = 64
     ablation: bool = False
     ablation_setting: str = "W4A8"
-    sequential: bool = False
+    sequential: Optional[bool] = None  # None = each method's reference default (GPTQ sequential)
     calib_batch: int = 4
     opts: dict = field(default_factory=dict)
 

@@ -5,9 +5,10 @@ and their FP calibration inputs (from a shared :class:`~qesim.quant.calib.Calibr
 method fold scales / fit adapters, and swaps the returned modules into the block. Only the
 decoder linears are replaced; embeddings, lm_head (and BERT's pooler) stay fp32.
 
-``opts``: ``inplace`` (default False: works on a deep copy), ``sequential`` (default False: FP
-inputs everywhere, see calib.py; True: block i+1 is calibrated on the outputs of the quantized
-blocks 0..i), ``rank`` (low-rank methods, default 64), method-specific keys (see each method).
+``opts``: ``inplace`` (default False: works on a deep copy), ``sequential`` (True: block i+1 is
+calibrated on the outputs of the quantized blocks 0..i; False: FP inputs everywhere, see
+calib.py; None/absent: the method's reference default, :data:`SEQUENTIAL_BY_DEFAULT` — GPTQ's
+``llama.py`` is sequential, llm-awq / LQER / SmoothQuant calibrate on FP inputs), ``rank`` (low-rank methods, default 64), method-specific keys (see each method).
 Returns ``(qmodel, report)`` with timings and any fallbacks logged by the method.
 """
 
@@ -24,6 +25,16 @@ from qesim.quant.calib import Calibration
 from qesim.quant.methods import ALL_METHODS, NEEDS_CALLS, BlockContext, get_method
 from qesim.quant.model_utils import get_arch, run_block, set_submodule
 from qesim.quant.primitives import QuantSetting, parse_setting
+
+
+#: methods whose reference implementation calibrates each block on the quantized model's outputs
+SEQUENTIAL_BY_DEFAULT = frozenset({"gptq"})
+
+
+def is_sequential(method: str, opts: dict) -> bool:
+    """Whether ``quantize_model(method, **opts)`` runs sequentially (see the module doc)."""
+    v = opts.get("sequential")
+    return method in SEQUENTIAL_BY_DEFAULT if v is None else bool(v)
 
 
 class single_threaded_linalg:
@@ -80,7 +91,7 @@ def _quantize_model(model: nn.Module, method: str, setting: QuantSetting | str, 
     t0 = time.time()
     qmodel = model if opts.get("inplace") else copy.deepcopy(model)
     arch = get_arch(qmodel)
-    sequential = bool(opts.get("sequential", False))
+    sequential = is_sequential(method, opts)
     awq_batches = int(opts.get("awq_batches", 2))  # AWQ searches on these calibration mini-batches
     # (and on at most ``awq_seqs`` sequences of each, if given)
     log: list[str] = []

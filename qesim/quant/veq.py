@@ -207,7 +207,8 @@ def gptq_expert(W: torch.Tensor, X: torch.Tensor, c: Optional[torch.Tensor], set
                 percdamp: float = 0.01, percdamp_deficient: float = 0.1, blocksize: int = 128) -> tuple[torch.Tensor, dict]:
     """GPTQ of one expert with Hessian X^T diag(c) X (c = None: plain X^T X). Returns (W^, info).
 
-    Same column loop and grid as :func:`qesim.quant.methods.gptq.gptq_quantize`, with the damping
+    Same column loop as :func:`qesim.quant.methods.gptq.gptq_quantize`, on the MBQ fake-quant grid of the
+    setting (``grid='mbq'``; GPTQ itself now uses its reference grid), with the damping
     raised to ``percdamp_deficient`` when fewer tokens than input channels carry weight (rank
     deficit); an empty expert (no tokens) falls back to RTN."""
     from qesim.quant.methods.gptq import gptq_columns
@@ -237,7 +238,7 @@ def gptq_expert(W: torch.Tensor, X: torch.Tensor, c: Optional[torch.Tensor], set
         info["status"] = "rtn-fallback: Cholesky failed"
         return setting.wq(W.float()), info
     Hinv = torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)
-    Q = gptq_columns(Wc, Hinv, setting, blocksize)
+    Q = gptq_columns(Wc, Hinv, setting, blocksize, grid="mbq")
     info["status"] = "ok"
     return Q.float(), info
 

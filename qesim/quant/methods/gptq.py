@@ -1,19 +1,31 @@
-"""GPTQ (Frantar et al.; IST-DASLab/gptq ``gptq.py``), quantizer-facts §5.
+"""GPTQ (Frantar et al.; IST-DASLab/gptq ``gptq.py`` + ``quant.py``), quantizer-facts §5.
 
 H = 2/T X^T X (float64); dead columns (diag 0) -> H_ii = 1, W[:, i] = 0; damping
 H += percdamp * mean(diag H) * I (percdamp 0.01); Hinv = chol(chol_inverse(chol(H)))^upper;
-blocked column loop (block 128) with error feedback; no act-order.
+blocked column loop (block 128) with error feedback; no act-order (the reference default).
 
-Grid convention (documented choice): qesim uses the SAME grid as every other method, the MBQ
-fake-quant grid of quantizer-facts §1 — per-output-channel symmetric absmax / (2^(b-1)-1) for
-W-A settings (scale from the original W, as GPTQ's ``find_params`` on the full W), asymmetric
-group-128 min/max for weight-only settings with each group's parameters computed on the current
-(error-updated) columns when the loop reaches the group start (as GPTQ does). GPTQ's own
-``quant.py`` grid (range forced to include 0; unsigned sym grid) is NOT used, so GPTQ differs
-from RTN only by the error-feedback rounding.
+Grid: GPTQ's OWN quantizer (``quant.py::Quantizer.find_params``), the reference grid:
+``xmin = min(min(w), 0)``, ``xmax = max(max(w), 0)`` (the range always contains 0);
+symmetric (W-A settings, ``sym=True``): ``xmax = max(|xmin|, xmax)``, ``xmin = -xmax`` when
+``xmin < 0``, ``scale = (xmax - xmin) / (2^b - 1)``, ``zero = (2^b - 1 + 1) / 2`` (the UNSIGNED grid:
+levels ``[-2^(b-1), 2^(b-1) - 1] * scale``); asymmetric (weight-only settings, group 128):
+``scale = (xmax - xmin) / (2^b - 1)``, ``zero = round(-xmin / scale)``; an all-zero row/group gets
+``xmin = -1, xmax = 1``. ``q = clamp(round(w / scale) + zero, 0, 2^b - 1)``, value
+``scale * (q - zero)``. Per-channel parameters come from the whole (original) W, group parameters
+from the current (error-updated) columns when the loop reaches the group start, as the reference
+does. ``opts['gptq_grid'] = 'mbq'`` switches back to the MBQ fake-quant grid of every other method
+(quantizer-facts §1), used before this file followed the reference.
 
-If the Cholesky factorisation fails (even after raising damping ×10 twice) the linear falls back
-to RTN and a warning is logged (and recorded in the run log).
+Sequential by default: ``quantize_model`` calibrates block i+1 on the outputs of the already
+GPTQ-quantized blocks 0..i (the reference ``llama.py`` loop); ``sequential=False`` overrides.
+Deviation from the reference: ``true-sequential`` (sub-layer order inside a block) is off, as in
+the reference default, and calibration is on qesim's sets, not C4 at 2048 tokens.
+
+The returned weights are computed as ``float32(scale) * (q - zero)`` in float32, so the integer
+codes and scales a checkpoint stores reproduce them exactly.
+
+If the Cholesky factorisation fails (even after raising damping x10 twice) the linear falls back
+to RTN on the same grid and a warning is logged (and recorded in the run log).
 """
 
 from __future__ import annotations
@@ -28,37 +40,55 @@ from qesim.quant.primitives import QuantSetting
 log = logging.getLogger(__name__)
 
 
-def _params(w: torch.Tensor, st: QuantSetting):
-    """Per-row scale (and zero) of the setting's grid for the columns ``w [out, g]``."""
+def _params(w: torch.Tensor, st: QuantSetting, grid: str = "gptq"):
+    """Per-row ``(scale, zero)`` of the grid for the columns ``w [out, g]`` (zero None = MBQ sym)."""
+    if grid == "mbq":
+        if st.symmetric:
+            qmax = 2 ** (st.w_bits - 1) - 1
+            return w.abs().amax(1).clamp(min=1e-5) / qmax, None
+        max_int = 2**st.w_bits - 1
+        wmax, wmin = w.amax(1), w.amin(1)
+        scale = (wmax - wmin).clamp(min=1e-5) / max_int
+        return scale, torch.clamp(-torch.round(wmin / scale), 0, max_int)
+    maxq = 2**st.w_bits - 1
+    zeros = torch.zeros(w.shape[0], dtype=w.dtype)
+    xmin = torch.minimum(w.amin(1), zeros)
+    xmax = torch.maximum(w.amax(1), zeros)
     if st.symmetric:
-        qmax = 2 ** (st.w_bits - 1) - 1
-        scale = w.abs().amax(1).clamp(min=1e-5) / qmax
-        return scale, None
-    max_int = 2**st.w_bits - 1
-    wmax, wmin = w.amax(1), w.amin(1)
-    scale = (wmax - wmin).clamp(min=1e-5) / max_int
-    zero = torch.clamp(-torch.round(wmin / scale), 0, max_int)
+        xmax = torch.maximum(xmin.abs(), xmax)
+        xmin = torch.where(xmin < 0, -xmax, xmin)
+    dead = (xmin == 0) & (xmax == 0)
+    xmin = torch.where(dead, -torch.ones_like(xmin), xmin)
+    xmax = torch.where(dead, torch.ones_like(xmax), xmax)
+    scale = (xmax - xmin) / maxq
+    if st.symmetric:
+        zero = torch.full_like(scale, (maxq + 1) / 2)
+    else:
+        zero = torch.round(-xmin / scale)
     return scale, zero
 
 
-def _q(col: torch.Tensor, scale, zero, st: QuantSetting):
-    if zero is None:
+def _codes(col: torch.Tensor, scale, zero, st: QuantSetting) -> torch.Tensor:
+    """Integer code (as float) of ``col`` on the grid; value = scale * (code - zero)."""
+    if zero is None:  # MBQ symmetric: signed codes, zero 0
         qmax = 2 ** (st.w_bits - 1) - 1
-        return torch.clamp(torch.round(col / scale), -(qmax + 1), qmax) * scale
-    max_int = 2**st.w_bits - 1
-    return (torch.clamp(torch.round(col / scale) + zero, 0, max_int) - zero) * scale
+        return torch.clamp(torch.round(col / scale), -(qmax + 1), qmax)
+    maxq = 2**st.w_bits - 1
+    return torch.clamp(torch.round(col / scale) + zero, 0, maxq)
 
 
-def gptq_columns(W0: torch.Tensor, Hinv: torch.Tensor, st: QuantSetting, blocksize: int = 128) -> torch.Tensor:
+def gptq_columns(W0: torch.Tensor, Hinv: torch.Tensor, st: QuantSetting, blocksize: int = 128,
+                 grid: str = "gptq") -> torch.Tensor:
     """GPTQ's blocked column loop: quantize W0 [out, in] (float64, dead columns zeroed) column by
     column, spreading each column's error over the later columns with the upper Cholesky factor
     ``Hinv`` of the inverse damped Hessian. Group parameters are recomputed on the current
-    (error-updated) weights at each group start. Returns the fake-quantized weights (float64)."""
+    (error-updated) weights at each group start. Returns the fake-quantized weights as float32
+    values ``float32(scale) * (code - zero)`` (the error feedback runs in float64)."""
     n_in = W0.shape[1]
     Wc = W0.clone()
-    Q = torch.zeros_like(Wc)
+    Q = torch.zeros(W0.shape, dtype=torch.float32)
     g = st.group_size if st.group_size and st.group_size > 0 else -1
-    scale, zero = _params(Wc, st) if g == -1 else (None, None)
+    scale, zero = _params(Wc, st, grid) if g == -1 else (None, None)
     for i1 in range(0, n_in, blocksize):
         i2 = min(i1 + blocksize, n_in)
         W1 = Wc[:, i1:i2].clone()
@@ -68,11 +98,13 @@ def gptq_columns(W0: torch.Tensor, Hinv: torch.Tensor, st: QuantSetting, blocksi
             col = i1 + i
             if g != -1 and col % g == 0:
                 cur = torch.cat([W1[:, i:], Wc[:, i2:]], 1)[:, :g]
-                scale, zero = _params(cur, st)
+                scale, zero = _params(cur, st, grid)
             w = W1[:, i]
             d = Hinv1[i, i]
-            q = _q(w, scale, zero, st)
-            Q[:, col] = q
+            c = _codes(w, scale, zero, st)
+            z = 0.0 if zero is None else zero
+            q = scale * (c - z)
+            Q[:, col] = scale.float() * (c - z).float()
             err = (w - q) / d
             W1[:, i:] -= err.unsqueeze(1) @ Hinv1[i, i:].unsqueeze(0)
             Err1[:, i] = err
@@ -80,9 +112,24 @@ def gptq_columns(W0: torch.Tensor, Hinv: torch.Tensor, st: QuantSetting, blocksi
     return Q
 
 
+def rtn_on_grid(W: torch.Tensor, st: QuantSetting, grid: str = "gptq") -> torch.Tensor:
+    """Round-to-nearest on GPTQ's grid (the RTN fallback), float32."""
+    W = W.detach().float()
+    g = st.group_size if st.group_size and st.group_size > 0 else W.shape[1]
+    out = torch.empty_like(W)
+    for s in range(0, W.shape[1], g):
+        blk = W[:, s:s + g]
+        scale, zero = _params(blk, st, grid)
+        z = 0.0 if zero is None else zero[:, None]
+        out[:, s:s + g] = scale[:, None] * (_codes(blk, scale[:, None], None if zero is None else zero[:, None], st) - z)
+    return out
+
+
 def gptq_quantize(W: torch.Tensor, X: torch.Tensor, st: QuantSetting, blocksize: int = 128,
-                  percdamp: float = 0.01) -> tuple[torch.Tensor, str]:
+                  percdamp: float = 0.01, grid: str = "gptq") -> tuple[torch.Tensor, str]:
     """Return (fake-quantized W, status) where status is 'ok' or 'rtn-fallback: ...'."""
+    if grid not in ("gptq", "mbq"):
+        raise ValueError(f"gptq grid must be 'gptq' or 'mbq', got {grid!r}")
     W0 = W.detach().double().clone()
     n_out, n_in = W0.shape
     X = X.reshape(-1, n_in).double()
@@ -106,17 +153,17 @@ def gptq_quantize(W: torch.Tensor, X: torch.Tensor, st: QuantSetting, blocksize:
     if Hinv is None:
         msg = f"rtn-fallback: Cholesky of the damped Hessian failed (damp up to {damp / 10:g})"
         log.warning("GPTQ: %s", msg)
-        return st.wq(W.detach().float()), msg
-    Q = gptq_columns(W0, Hinv, st, blocksize)
-    return Q.to(W.dtype if W.dtype.is_floating_point else torch.float32).float(), "ok"
+        return (rtn_on_grid(W, st, grid) if grid == "gptq" else st.wq(W.detach().float())), msg
+    return gptq_columns(W0, Hinv, st, blocksize, grid), "ok"
 
 
 def quantize_block(ctx: BlockContext):
+    grid = ctx.opts.get("gptq_grid", "gptq")
     out = {}
     for n, lin in ctx.linears.items():
         Wq, status = gptq_quantize(lin.weight.detach().float(), scaled_inputs(ctx, n), ctx.setting,
-                                   percdamp=float(ctx.opts.get("gptq_damp", 0.01)))
+                                   percdamp=float(ctx.opts.get("gptq_damp", 0.01)), grid=grid)
         if status != "ok":
             ctx.log.append(f"block {ctx.index} {n}: {status}")
-        out[n] = make_qlinear(ctx, n, W=Wq, info={"method": "gptq", "status": status})
+        out[n] = make_qlinear(ctx, n, W=Wq, info={"method": "gptq", "status": status, "grid": grid})
     return out
