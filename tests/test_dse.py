@@ -255,3 +255,19 @@ def test_pareto_on_sweep_prefers_less_sram_at_equal_latency():
         dom = front[(front.latency_s <= r.latency_s) & (front.sram_bytes <= r.sram_bytes)
                     & (front.mpe_macs_per_cycle <= r.mpe_macs_per_cycle)]
         assert len(dom) > 0
+
+
+@pytest.mark.parametrize("model", ["qwen3-vl-30b-a3b", "kimi-vl-a3b"])
+def test_moe_models_sweep_and_equal_exact(model):
+    """Every op kind sweeps: MoE models run through the sweep path and equal --exact to 1e-9."""
+    sp = space_from_dict({"space": {
+        "base": "flightllm-u280", "sampling": "random", "samples": 3, "seed": 1,
+        "hw": {"hbm.bandwidth_gbps": {"min": 100, "max": 2000, "scale": "log"},
+               "scale.macs": {"min": 0.5, "max": 4, "scale": "log"},
+               "buffers.weight_bytes": [262144, 4194304]},
+        "workload": {"model": model, "setting": ["W16A16", "W4A8"]},
+        "scenarios": [{"stage": "prefill", "seq_len": 64}, {"stage": "decode", "context_len": 256}],
+    }}, "test")
+    fast = evaluate_space(sp)
+    assert len(fast) == 3 * 2 * 2 and np.isfinite(fast.cycles).all()
+    _compare(fast, evaluate_space(sp, exact=True))

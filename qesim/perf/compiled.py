@@ -125,18 +125,23 @@ class CompiledGraph:
         n = pts.n
         costs = self.costs(pts)
         k = len(costs)
-        stack = lambda xs: np.stack([arr(x, n) for x in xs]) if xs else np.zeros((0, n))  # noqa: E731
+        def stack(xs):
+            if all(np.ndim(x) == 0 for x in xs):
+                return np.asarray(xs, dtype=float).reshape(k, 1)
+            return np.stack([arr(x, n) for x in xs]) if xs else np.zeros((0, n))
+
         mb = {m: stack([c.mem_bytes(m) for c in costs]) for m in MEMORIES}
         flag = lambda a: np.array([getattr(c, a) for c in costs], dtype=bool).reshape(k, 1)  # noqa: E731
         t = time_ops(mb, pts.bpc, stack([c.mpe_cycles for c in costs]), stack([c.sfu_cycles for c in costs]),
                      stack([c.steps for c in costs]), flag("compute_hidden"), flag("double_buffered"),
-                     flag("sfu_overlaps"))
-        rep = self._rep
-        busy = {"compute": (t.mpe_busy * rep).sum(axis=0), "sfu": (t.sfu * rep).sum(axis=0)}
+                     flag("sfu_overlaps"), bounds=detail)
+        rep = self._rep[:, 0]
+        tot = lambda x: rep @ np.broadcast_to(x, (k, n))  # noqa: E731  (sum over ops x repeat)
+        busy = {"compute": tot(t.mpe_busy), "sfu": tot(t.sfu)}
         for m in MEMORIES:
-            busy[m] = (t.mem_cycles[m] * rep).sum(axis=0)
-        res = GraphResult(tokens=self.tokens, cycles=(t.cycles * rep).sum(axis=0), freq_hz=pts.freq_hz, busy=busy,
-                          bytes={m: (mb[m] * rep).sum(axis=0) for m in MEMORIES})
+            busy[m] = tot(t.mem_cycles[m])
+        res = GraphResult(tokens=self.tokens, cycles=tot(t.cycles), freq_hz=pts.freq_hz, busy=busy,
+                          bytes={m: tot(mb[m]) for m in MEMORIES})
         if detail:
             res.costs, res.timed = costs, t
             res.warnings = [self._warnings(pts, i) for i in range(n)]

@@ -16,6 +16,7 @@ lowering, the sweep and the scalar estimate call :func:`pipeline_cycles`; the cy
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -42,7 +43,13 @@ def compute_cycles(mpe_busy, sfu, steps, sfu_overlaps):
     """Compute time of an op over its steps: MPE and SFU overlapped (``max``) or serial (sum).
 
     Expressed per step and back (``c / steps * steps``) as the schedule distributes it."""
-    c = np.where(sfu_overlaps, np.maximum(mpe_busy, sfu), mpe_busy + sfu)
+    ov = np.asarray(sfu_overlaps)
+    if ov.all():
+        c = np.maximum(mpe_busy, sfu)
+    elif not ov.any():
+        c = mpe_busy + sfu
+    else:
+        c = np.where(ov, np.maximum(mpe_busy, sfu), mpe_busy + sfu)
     return c / steps * steps
 
 
@@ -54,38 +61,58 @@ class Timed:
     mpe_busy: np.ndarray  # MPE busy cycles (0 where compute is hidden)
     sfu: np.ndarray
     mem_cycles: dict  # memory -> busy cycles
-    bound_index: np.ndarray  # index into BUSY, or -1 for "none"
+    bound_index: Optional[np.ndarray] = None  # index into BUSY, or -1 for "none" (``bounds=True``)
 
     def bound(self) -> np.ndarray:
         names = np.array(list(BUSY) + ["none"], dtype=object)
         return names[self.bound_index]
 
 
-def time_ops(mem_bytes: dict, bpc: dict, mpe, sfu, steps, hidden, double_buffered, sfu_overlaps) -> Timed:
-    """Time ops from their per-call amounts (arrays broadcastable to (k, n)).
+def time_ops(mem_bytes: dict, bpc: dict, mpe, sfu, steps, hidden, double_buffered, sfu_overlaps,
+             bounds: bool = True) -> Timed:
+    """Time ops from their per-call amounts (arrays of shape (k, n) or broadcastable to it).
 
     ``mem_bytes[mem]``: bytes loaded + stored per call on ``mem``; ``bpc[mem]``: bytes/cycle per
     point (shape (n,)); ``mpe``/``sfu``: cycles per call; ``hidden``/``double_buffered``/
-    ``sfu_overlaps``: per-op flags (shape (k, 1))."""
-    shape = np.broadcast_shapes(np.shape(mpe), np.shape(sfu), np.shape(steps))
+    ``sfu_overlaps``: per-op flags (shape (k, 1)). ``bounds``: also the per-op bound (first
+    maximum of compute, sfu, hbm, ddr busy cycles; "none" if all are 0)."""
+    shape = np.broadcast_shapes(np.shape(mpe), np.shape(sfu), np.shape(steps),
+                                *[np.shape(b) for b in mem_bytes.values()], (1, np.shape(bpc[MEMORIES[0]])[-1]))
     mem = {}
-    mem_total = np.zeros(shape)
+    mem_total = None
     for m in MEMORIES:
         b = mem_bytes.get(m)
-        if b is None:
+        if b is None or not np.any(b):
             mem[m] = np.zeros(shape)
             continue
-        c = np.where(np.asarray(b) > 0, np.asarray(b) / bpc[m], 0.0) * np.ones(shape)
+        c = np.broadcast_to(b / bpc[m], shape)  # 0 bytes -> 0 cycles (an absent memory has bpc = inf)
         mem[m] = c
-        mem_total = np.maximum(mem_total, c)
-    mpe_busy = np.where(hidden, 0.0, mpe) * np.ones(shape)
-    sfu = np.asarray(sfu, dtype=float) * np.ones(shape)
+        mem_total = c if mem_total is None else np.maximum(mem_total, c)
+    if mem_total is None:
+        mem_total = np.zeros(shape)
+    hid = np.asarray(hidden)
+    mpe_busy = np.broadcast_to(mpe if not hid.any() else np.where(hid, 0.0, mpe), shape)
+    sfu = np.broadcast_to(np.asarray(sfu, dtype=float), shape)
     comp = compute_cycles(mpe_busy, sfu, steps, sfu_overlaps)
-    cycles = pipeline_cycles(mem_total, comp, steps, double_buffered) * np.ones(shape)
-    busy = np.stack([mpe_busy, sfu] + [mem[m] for m in MEMORIES])
-    idx = np.argmax(busy, axis=0)
-    idx = np.where((busy > 0).any(axis=0), idx, -1)
-    return Timed(cycles=cycles, mpe_busy=mpe_busy, sfu=sfu, mem_cycles=mem, bound_index=idx)
+    db = np.asarray(double_buffered)
+    if db.all():
+        cycles = np.maximum(mem_total, comp)
+        cycles += np.minimum(mem_total, comp) / steps
+    elif not db.any():
+        cycles = mem_total + comp
+    else:
+        cycles = pipeline_cycles(mem_total, comp, steps, db)
+    t = Timed(cycles=np.broadcast_to(cycles, shape), mpe_busy=mpe_busy, sfu=sfu, mem_cycles=mem)
+    if bounds:
+        best = mpe_busy
+        idx = np.zeros(shape, dtype=np.int64)
+        for j, v in enumerate([sfu] + [mem[m] for m in MEMORIES], start=1):
+            better = v > best
+            idx[better] = j
+            best = np.maximum(best, v)
+        idx[best <= 0] = -1
+        t.bound_index = idx
+    return t
 
 
 # ----------------------------------------------------------------------------- one schedule
