@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         parser = _build_parser(only)
     except ModuleNotFoundError as e:
         extra = {"torch": "quant", "transformers": "quant", "sklearn": "quant", "scipy": "quant",
-                 "gguf": "quant", "pyarrow": "dse", "dask": "dse", "distributed": "dse", "tqdm": "dse"}
+                 "gguf": "quant", "pyarrow": "dse", "moocore": "dse", "dask": "dse", "distributed": "dse", "tqdm": "dse"}
         root = (e.name or "").split(".")[0]
         hint = f"pip install -e '.[{extra[root]}]'" if root in extra else "bash scripts/setup.sh"
         print(f"qesim: error: command {first!r} needs the Python package {root!r}, which is not "

@@ -1,4 +1,8 @@
-"""``qesim validate FILE...``: check layer graphs (.json) and hardware configs (.yaml).
+"""``qesim validate FILE...``: check layer graphs (.json), hardware configs (.yaml) and sweep spaces.
+
+A sweep space (a .yaml with a top-level ``space:``) is valid exactly when ``qesim sweep`` can run
+it: besides the file's fields, every workload graph is built and one point of every (workload,
+structural config) group is costed, as the sweep does before it writes anything.
 
 Exit 0 if every file is valid; otherwise one error line per bad file and exit 2.
 """
@@ -34,11 +38,14 @@ def validate_file(path: str) -> str:
         data = load_yaml(p)
         if "space" in data or "sweep" in data:
             try:
+                from qesim.dse.runner import check_space
                 from qesim.dse.space import load_space
             except ModuleNotFoundError:
                 raise InputError(f"{p}: looks like a sweep space, but sweeps are not available in this build") from None
-            load_space(p)
-            return f"{p}: valid sweep space"
+            sp = load_space(p)
+            groups = check_space(sp)
+            return (f"{p}: valid sweep space '{sp.name}' ({len(sp)} points: {len(sp.workloads)} workloads x "
+                    f"{sp.n_hw_points()} hardware points; one point of each of {groups} groups costed)")
         hw = config_from_dict(data, str(p))
         return f"{p}: valid hardware config '{hw.name}'"
     raise InputError(f"{p}: unknown file type {p.suffix!r}; expected .json (layer graph) or .yaml/.yml (hardware config)")

@@ -80,18 +80,19 @@ class Evaluator:
             cg = self._compiled[key] = CompiledGraph(self.graph(w), self.struct_hw(skey))
         return cg
 
-    def hwvec(self, rep, rows: pd.DataFrame) -> HwPoints:
-        """The point fields of ``rows`` (pseudo-axes expanded as :func:`expand_updates` does)."""
-        n = len(rows)
-        over = {p: rows[p].to_numpy(dtype=float) for p in self.vector_paths if p not in PSEUDO_AXES}
+    def hwvec(self, rep, rows) -> HwPoints:
+        """The point fields of ``rows`` (a dict of arrays: ``point_id`` and the hardware axes;
+        pseudo-axes expanded as :func:`expand_updates` does)."""
+        n = len(rows["point_id"])
+        over = {p: np.asarray(rows[p], dtype=float) for p in self.vector_paths if p not in PSEUDO_AXES}
         if "scale.macs" in self.vector_paths:
-            s = rows["scale.macs"].to_numpy(dtype=float)
+            s = np.asarray(rows["scale.macs"], dtype=float)
             for mode in ("mm", "mv"):
                 for i, r in enumerate(getattr(rep.mpe, mode)):
                     key = f"mpe.{mode}.{i}.macs_per_cycle"
                     over[key] = over.get(key, np.full(n, float(r.macs_per_cycle))) * s
         if "scale.buffers" in self.vector_paths:
-            s = rows["scale.buffers"].to_numpy(dtype=float)
+            s = np.asarray(rows["scale.buffers"], dtype=float)
             for f in ("weight_bytes", "act_bytes", "out_bytes"):
                 key = f"buffers.{f}"
                 over[key] = np.maximum(1.0, np.round(over.get(key, np.full(n, float(getattr(rep.buffers, f)))) * s))
@@ -104,18 +105,28 @@ class Evaluator:
             return pd.DataFrame([dict(r, **self.exact_row(r)) for r in pts.to_dict("records")])[
                 list(pts.columns) + OUTPUT_COLUMNS]
         out = {c: np.empty(len(pts), dtype=object if c in ("hw", "bound") else float) for c in OUTPUT_COLUMNS}
-        keys = list(WORKLOAD_FIELDS) + self.struct_paths
-        pos = np.arange(len(pts))
-        for gkey, idx in pts.groupby(keys, sort=False, dropna=False).indices.items():
-            gkey = gkey if isinstance(gkey, tuple) else (gkey,)
-            w = {k: _native(v) for k, v in zip(WORKLOAD_FIELDS, gkey[:len(WORKLOAD_FIELDS)])}
-            skey = tuple(_native(v) for v in gkey[len(WORKLOAD_FIELDS):])
-            rows = pts.iloc[idx]
+        cols = {c: pts[c].to_numpy() for c in ["point_id"] + self.space.hw_paths}
+        for wkey, idx in pts.groupby(list(WORKLOAD_FIELDS), sort=False, dropna=False).indices.items():
+            w = {k: _native(v) for k, v in zip(WORKLOAD_FIELDS, wkey)}
+            res = self.evaluate_block(w, {c: v[idx] for c, v in cols.items()})
+            for c in OUTPUT_COLUMNS:
+                out[c][idx] = res[c]
+        left = pts.reset_index(drop=True)
+        return pd.concat([left, pd.DataFrame(out, index=left.index)], axis=1)
+
+    def evaluate_block(self, w: dict, cols: dict) -> dict:
+        """Output columns (``OUTPUT_COLUMNS`` -> length-n arrays) of n points that share the
+        workload ``w``; ``cols``: ``point_id`` and one array per hardware axis. No DataFrame
+        (the sweep runner's interface, see /work/coord/SWEEP_NEEDS.md)."""
+        n = len(cols["point_id"])
+        out = {c: np.empty(n, dtype=object if c in ("hw", "bound") else float) for c in OUTPUT_COLUMNS}
+        for skey, sel in self._struct_groups(cols, n):
+            rows = cols if len(sel) == n else {c: v[sel] for c, v in cols.items()}
+            sel = slice(None) if len(sel) == n else sel
             rep = self.struct_hw(skey)
             hv = self.hwvec(rep, rows)
             res = self.compiled(skey, w).evaluate(hv)
             base_cycles, base_lat = self._baseline(skey, w, rows, hv, res)
-            sel = pos[idx]
             out["hw"][sel] = self.space.base.name
             out["cycles"][sel] = res.cycles
             out["latency_s"][sel] = res.latency_s
@@ -130,8 +141,23 @@ class Evaluator:
                 out[f"util_{k}"][sel] = util[k]
             out["sram_bytes"][sel] = sum(hv.buf[k] for k in ("weight_bytes", "act_bytes", "out_bytes", "adapter_bytes"))
             out["mpe_macs_per_cycle"][sel] = hv.peak_mm_rate()
-        left = pts.reset_index(drop=True)
-        return pd.concat([left, pd.DataFrame(out, index=left.index)], axis=1)
+        return out
+
+    def _struct_groups(self, cols: dict, n: int) -> list:
+        """(structural key, point indices) per distinct combination of structural axis values,
+        in order of first appearance."""
+        if not self.struct_paths:
+            return [((), np.arange(n))]
+        key = np.zeros(n, dtype=np.int64)
+        for p in self.struct_paths:
+            u, inv = np.unique(np.asarray(cols[p]), return_inverse=True)
+            key = key * len(u) + inv.reshape(-1)
+        _, first, inv = np.unique(key, return_index=True, return_inverse=True)
+        order = np.argsort(inv, kind="stable")
+        splits = np.split(order, np.cumsum(np.bincount(inv.reshape(-1)))[:-1])
+        groups = [(tuple(_native(cols[p][first[g]]) for p in self.struct_paths), splits[g])
+                  for g in range(len(first))]
+        return sorted(groups, key=lambda gs: gs[1][0])
 
     def _baseline(self, skey, w, rows, hv, res):
         """Cycles and latency of the W16A16 graph on the same points, cached by hardware point
@@ -139,7 +165,7 @@ class Evaluator:
         bw = _baseline(w)
         key = (skey, tuple(bw[k] for k in WORKLOAD_FIELDS))
         n_hw = self.space.n_hw_points()
-        hidx = rows["point_id"].to_numpy() % n_hw
+        hidx = np.asarray(rows["point_id"]) % n_hw
         cache = self._base_cache.get(key)
         if cache is None:
             cache = self._base_cache[key] = (np.full(n_hw, np.nan), np.full(n_hw, np.nan))
@@ -149,7 +175,8 @@ class Evaluator:
         cyc, lat = cache[0][hidx], cache[1][hidx]
         miss = np.isnan(cyc)
         if miss.any():
-            sub = self.hwvec(self.struct_hw(skey), rows.iloc[np.flatnonzero(miss)])
+            sel = np.flatnonzero(miss)
+            sub = self.hwvec(self.struct_hw(skey), {c: v[sel] for c, v in rows.items()})
             b = self.compiled(skey, bw).evaluate(sub)
             cache[0][hidx[miss]], cache[1][hidx[miss]] = b.cycles, b.latency_s
             cyc, lat = cache[0][hidx], cache[1][hidx]

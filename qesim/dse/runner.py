@@ -1,21 +1,37 @@
-"""Run a sweep into a directory of Parquet parts, resumably, on one of three executors.
+"""Run a sweep into one Parquet file, streamed as chunks finish, resumably, on one of three executors.
 
 Layout of ``OUT``::
 
-    OUT/manifest.json          space fingerprint, point count, chunk size (written first)
-    OUT/parts/part-000012.parquet   points [12*chunk, 13*chunk): written to a temporary name and
-                               renamed, so a part exists only complete
-    OUT/sweep.parquet          every row, sorted by point_id (written last, also atomically)
+    OUT/manifest.json               space fingerprint, point count, chunk size (written first);
+                                    at the end also ``complete`` and ``row_groups`` (chunk i is
+                                    row group i of sweep.parquet)
+    OUT/parts/part-000012.parquet   points [12*chunk, 13*chunk): the durable copy of a finished
+                                    chunk, written to a temporary name and renamed, so a part
+                                    exists only complete
+    OUT/sweep.parquet.tmp-PID       sweep.parquet while it is being streamed
+    OUT/sweep.parquet               every row in point_id order, one row group per chunk
 
-A chunk is the unit of work and of durability: a SIGKILL loses at most the chunks in flight;
-``resume=True`` skips the parts that exist (after checking the fingerprint: a changed space is
-an error, never a silent mix) and recomputes the rest, so the final file has each point once.
+A chunk is the unit of work and of durability. When chunk i is evaluated its rows (numpy arrays
+-> an Arrow table, no DataFrame) are written once as its part and, as soon as chunks 0..i-1 have
+been, appended as the next row group of the streamed ``sweep.parquet`` (chunks that finish out of
+order wait in memory; the process pool keeps at most 2 x workers chunks in flight). Nothing is
+read back, sorted or rewritten. A SIGKILL loses at most the chunks in flight and the unfinished
+stream (it has no Parquet footer yet); ``resume=True`` checks the fingerprint (a changed space is
+an error, never a silent mix), recomputes only the chunks without a part, and streams the new
+``sweep.parquet`` from the kept parts (read in order) and the new chunks, so the result holds
+each point once.
+
+The Pareto fronts (per workload) are kept incrementally as row groups are streamed (a dominated
+row stays dominated, so the front of the front-so-far plus the new rows is the front of all), so
+the CLI never holds more than one chunk plus the fronts in memory.
 
 Executors: ``inprocess`` (default; the vectorised fast path over whole chunks), ``processes``
-(``concurrent.futures.ProcessPoolExecutor`` with N workers) and ``dask`` (a
-``dask.distributed.Client`` connected to ``scheduler``). Workers receive the space as a plain
-dict, rebuild it once per process and return DataFrames; only this process writes files, so
-workers need no shared filesystem.
+(``concurrent.futures.ProcessPoolExecutor``, forked where the platform allows, so workers inherit
+the space, its hardware columns and every compiled group, which the parent builds once when it
+checks one point per group; workers return numpy arrays of the output columns only) and
+``dask`` (a ``dask.distributed.Client`` connected to ``scheduler``; workers get the space as a
+dict and rebuild it once per process). Only this process writes files, so workers need no shared
+filesystem.
 """
 
 from __future__ import annotations
@@ -23,29 +39,51 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Mapping, Optional
 
-import pandas as pd
+import numpy as np
 
-from qesim.dse.evaluate import evaluator_for
-from qesim.dse.space import Space, space_from_spec
+from qesim.dse.evaluate import OUTPUT_COLUMNS, evaluator_for
+from qesim.dse.space import WORKLOAD_FIELDS, Space, space_from_spec
 from qesim.errors import InputError
 
 MANIFEST = "manifest.json"
 RESULT = "sweep.parquet"
 _THROTTLE_ENV = "QESIM_SWEEP_THROTTLE_S"  # test aid: sleep after each written part (kill tests)
 
+#: objectives of the fronts the CLI writes to pareto.csv (per workload)
+PARETO_OBJECTIVES = {"latency_s": "min", "sram_bytes": "min", "mpe_macs_per_cycle": "min"}
 
-def default_chunk(n: int) -> int:
-    """Big enough to vectorise well, small enough that a kill loses little."""
-    return max(1000, min(10000, -(-n // 8)))
+CHUNK_MAX = 65536  # points per chunk at most: a kill loses at most this many per worker
+CHUNK_MIN = 2048  # below this the per-call overhead of the vectorised kernel shows
+CHUNKS_PER_WORKER = 4  # load balance: no worker idles while another finishes a big chunk
+
+_STR_WORKLOAD = ("model", "setting", "method", "stage")
+_WRITE_OPTS = dict(compression="snappy", write_statistics=["point_id"])
+
+
+def default_chunk(n: int, workers: int = 0) -> int:
+    """Points per chunk for ``n`` points on ``workers`` processes (0 = in-process).
+
+    About ``CHUNKS_PER_WORKER`` chunks per worker, at least ``CHUNK_MIN`` points (fewer when
+    that would leave a worker without a chunk), at most ``CHUNK_MAX``; then evened out so the
+    chunks are of equal size.
+    """
+    w = max(1, workers)
+    per = -(-n // (CHUNKS_PER_WORKER * w))
+    chunk = min(CHUNK_MAX, max(per, min(CHUNK_MIN, -(-n // w))))
+    chunk = max(1, chunk)
+    n_chunks = -(-n // chunk)
+    return max(1, -(-n // n_chunks))
 
 
 def _part_path(out: Path, i: int) -> Path:
     return out / "parts" / f"part-{i:06d}.parquet"
 
 
+# ----------------------------------------------------------------------------- per-process state
 _SPACES: dict = {}
 
 
@@ -59,42 +97,319 @@ def _space_on_worker(spec: dict) -> Space:
     return sp
 
 
-_POINTS: dict = {}
+_HW: dict = {}
 
 
-def _points(space: Space) -> pd.DataFrame:
+def hw_columns(space: Space) -> dict:
+    """The space's hardware columns (one array per axis, ``n_hw`` long), cached per process."""
     fp = space.fingerprint()
-    pts = _POINTS.get(fp)
-    if pts is None:
-        if len(_POINTS) > 4:
-            _POINTS.clear()
-        pts = _POINTS[fp] = space.points()
-    return pts
+    cols = _HW.get(fp)
+    if cols is None:
+        if len(_HW) > 4:
+            _HW.clear()
+        cols = _HW[fp] = space.hw_columns()
+    return cols
 
 
-def eval_chunk(space: Space, lo: int, hi: int, exact: bool = False) -> pd.DataFrame:
-    """Rows [lo, hi) of the space, evaluated."""
-    return evaluator_for(space).evaluate(_points(space).iloc[lo:hi], exact=exact)
+def _blocks(space: Space, lo: int, hi: int):
+    """(workload index, first point, end) of the workload blocks in points [lo, hi)."""
+    n_hw = space.n_hw_points()
+    a = lo
+    while a < hi:
+        wi = a // n_hw
+        b = min(hi, (wi + 1) * n_hw)
+        yield wi, a, b
+        a = b
 
 
-def eval_chunk_spec(spec: dict, lo: int, hi: int, exact: bool = False) -> pd.DataFrame:
+def _inputs(space: Space, a: int, b: int) -> dict:
+    """``point_id`` and the hardware axes of points [a, b) (one workload block)."""
+    n_hw = space.n_hw_points()
+    h0 = a % n_hw
+    cols = {"point_id": np.arange(a, b, dtype=np.int64)}
+    for p, v in hw_columns(space).items():
+        cols[p] = v[h0:h0 + (b - a)]
+    return cols
+
+
+def _encode(values: np.ndarray) -> tuple:
+    """An object array of str as (int32 codes, labels in order of first appearance).
+
+    One vectorised comparison per distinct value (they are few: ``bound`` has four, ``hw`` one);
+    sorting Python strings (``np.unique``) cost ~0.1 s per 57k-row chunk."""
+    codes = np.full(len(values), -1, dtype=np.int32)
+    labels: list = []
+    todo = np.flatnonzero(codes < 0)
+    while len(todo):
+        if len(labels) >= 64:  # many distinct values: sort once instead
+            u, inv = np.unique(values[todo].astype(str), return_inverse=True)
+            codes[todo] = len(labels) + inv.reshape(-1)
+            labels += [str(x) for x in u]
+            break
+        lab = values[todo[0]]
+        codes[todo[values[todo] == lab]] = len(labels)
+        labels.append(str(lab))
+        todo = todo[codes[todo] < 0]
+    return codes, labels
+
+
+def eval_chunk_arrays(space: Space, lo: int, hi: int, exact: bool = False) -> dict:
+    """Output columns of points [lo, hi): float64 arrays, and (codes, labels) for ``hw`` and ``bound``."""
+    ev = evaluator_for(space)
+    parts = []
+    for wi, a, b in _blocks(space, lo, hi):
+        w = space.workloads[wi]
+        cols = _inputs(space, a, b)
+        if exact:
+            rows = [ev.exact_row(dict(w, **{c: v[i] for c, v in cols.items()})) for i in range(b - a)]
+            res = {c: np.array([r[c] for r in rows], dtype=object if c in ("hw", "bound") else float)
+                   for c in OUTPUT_COLUMNS}
+        else:
+            res = ev.evaluate_block(w, cols)
+        parts.append(res)
+    out = {}
+    for c in OUTPUT_COLUMNS:
+        v = parts[0][c] if len(parts) == 1 else np.concatenate([p[c] for p in parts])
+        out[c] = _encode(v) if v.dtype == object else np.asarray(v, dtype=float)
+    return out
+
+
+def eval_chunk_spec(spec: dict, lo: int, hi: int, exact: bool = False) -> dict:
     """Worker entry point (process pool / Dask): the space travels as a dict."""
-    return eval_chunk(_space_on_worker(spec), lo, hi, exact)
+    return eval_chunk_arrays(_space_on_worker(spec), lo, hi, exact)
 
 
-def _write_part(out: Path, i: int, df: pd.DataFrame) -> None:
+def eval_chunk(space: Space, lo: int, hi: int, exact: bool = False):
+    """Rows [lo, hi) of the space, evaluated, as a DataFrame (library / test helper)."""
+    return chunk_table(space, lo, hi, eval_chunk_arrays(space, lo, hi, exact)).to_pandas()
+
+
+# ----------------------------------------------------------------------------- tables
+def _str_array(codes: np.ndarray, labels: list):
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    final = _part_path(out, i)
-    tmp = final.with_name(final.name + f".tmp-{os.getpid()}")
-    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)
-    os.replace(tmp, final)
-    delay = float(os.environ.get(_THROTTLE_ENV, "0") or 0)
-    if delay > 0:
-        time.sleep(delay)
+    return pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), pa.array(labels, pa.string())).cast(pa.string())
 
 
+def _workload_columns(space: Space) -> dict:
+    """Workload field -> its value in each workload (in sweep order)."""
+    return {k: [w[k] for w in space.workloads] for k in WORKLOAD_FIELDS}
+
+
+def chunk_table(space: Space, lo: int, hi: int, res: Mapping):
+    """The Arrow table of points [lo, hi): point_id, workload fields, hardware axes, outputs."""
+    import pyarrow as pa
+
+    n_hw = space.n_hw_points()
+    pid = np.arange(lo, hi, dtype=np.int64)
+    wl = (pid // n_hw).astype(np.int32)
+    names, arrays = ["point_id"], [pa.array(pid)]
+    for k, vals in _workload_columns(space).items():
+        names.append(k)
+        if k in _STR_WORKLOAD:
+            arrays.append(_str_array(wl, [str(v) for v in vals]))
+        else:
+            arrays.append(pa.array(np.asarray(vals, dtype=float if k == "density" else np.int64)[wl]))
+    hw = hw_columns(space)
+    for p, v in hw.items():
+        names.append(p)
+        if (hi - lo) and lo // n_hw == (hi - 1) // n_hw:
+            col = v[lo % n_hw:lo % n_hw + (hi - lo)]
+        else:
+            col = v[pid % n_hw]
+        arrays.append(pa.array(col.tolist() if col.dtype == object else col))
+    for c in OUTPUT_COLUMNS:
+        names.append(c)
+        r = res[c]
+        arrays.append(_str_array(*r) if isinstance(r, tuple) else pa.array(r))
+    return pa.Table.from_arrays(arrays, names=names)
+
+
+def _write_csv(table, path: Path) -> None:
+    """``table`` as CSV, formatted as pandas' ``to_csv(index=False)`` would (without pandas)."""
+    import csv
+    import math
+
+    cols = [table.column(i).to_pylist() for i in range(table.num_columns)]
+    for col in cols:
+        for i, v in enumerate(col):
+            if v is None or (isinstance(v, float) and math.isnan(v)):
+                col[i] = ""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(table.column_names)
+        w.writerows(zip(*cols))
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- check
+def check_space(space: Space, exact: bool = False) -> int:
+    """Evaluate one point per (workload, structural config) group, exactly as the sweep does.
+
+    What ``qesim validate`` runs and what the sweep runs before it writes anything: every
+    workload graph is built and costed, on every combination of structural values the space
+    holds. Returns the number of groups; an :class:`InputError` naming the workload otherwise.
+    """
+    ev = evaluator_for(space)
+    n_hw = space.n_hw_points()
+    hw = hw_columns(space)
+    pick = np.array([int(sel[0]) for _, sel in
+                     ev._struct_groups(dict(hw, point_id=np.arange(n_hw)), n_hw)], dtype=np.int64)
+    for wi, w in enumerate(space.workloads):
+        cols = {"point_id": wi * n_hw + pick, **{p: v[pick] for p, v in hw.items()}}
+        try:
+            if exact:
+                ev.exact_row(dict(w, **{c: v[0] for c, v in cols.items()}))
+            else:
+                ev.evaluate_block(w, cols)
+        except InputError:
+            raise
+        except Exception as e:  # what the sweep would crash with: one line naming the workload
+            desc = ", ".join(f"{k}={w[k]}" for k in WORKLOAD_FIELDS)
+            raise InputError(f"{space.source}: space.workload: the sweep cannot cost {desc} "
+                             f"({type(e).__name__}: {e})") from None
+    return len(pick) * len(space.workloads)
+
+
+# ----------------------------------------------------------------------------- result
+@dataclass
+class SweepResult:
+    out: Path
+    n_points: int
+    n_chunks: int
+    chunk_size: int
+    executor: str  # "in-process" | "N worker processes" | "dask"
+    fronts: Optional[object] = None  # pa.Table: the Pareto rows per workload (point_id order)
+    table: Optional[object] = None  # pa.Table: every row (only with keep=True)
+    resumed_chunks: int = 0
+    timings: dict = field(default_factory=dict)
+
+    def to_pandas(self):
+        return self.table.to_pandas()
+
+
+class _Stream:
+    """Writes parts as chunks finish and streams row groups into sweep.parquet in chunk order."""
+
+    def __init__(self, out: Path, space: Space, n_chunks: int, bounds: dict, keep: bool,
+                 objectives: Optional[Mapping[str, str]]):
+        self.out, self.space, self.n_chunks, self.bounds = out, space, n_chunks, bounds
+        self.keep, self.objectives = keep, objectives
+        self.ready: dict = {}
+        self.next = 0
+        self.writer = None
+        self.tmp = out / f"{RESULT}.tmp-{os.getpid()}"
+        self.tables: list = []
+        self.fronts: dict = {}  # workload index -> pa.Table
+        self.delay = float(os.environ.get(_THROTTLE_ENV, "0") or 0)
+        self.t_write = self.t_pareto = 0.0
+        self._io = None
+        self._pending: list = []
+
+    def add(self, i: int, table) -> None:
+        """Chunk ``i`` was just evaluated: make it durable, then stream what is in order.
+
+        The writes run on one background thread (pyarrow and moocore release the GIL), so the
+        next chunk is evaluated meanwhile; at most two chunks wait for it."""
+        if self._io is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qesim-sweep-io")
+        while len(self._pending) >= 2:
+            self._pending.pop(0).result()
+        self._pending.append(self._io.submit(self._add, i, table))
+
+    def drain(self) -> None:
+        """Wait for the background writes (and raise what they raised)."""
+        while self._pending:
+            self._pending.pop(0).result()
+
+    def shutdown(self) -> None:
+        if self._io is not None:
+            for f in self._pending:
+                f.cancel()
+            self._io.shutdown(wait=True)
+            self._io = None
+
+    def _add(self, i: int, table) -> None:
+        import pyarrow.parquet as pq
+
+        t = time.perf_counter()
+        final = _part_path(self.out, i)
+        tmp = final.with_name(final.name + f".tmp-{os.getpid()}")
+        pq.write_table(table, tmp, **_WRITE_OPTS, use_dictionary=self._dict_cols(table))
+        os.replace(tmp, final)
+        self.t_write += time.perf_counter() - t
+        if self.delay > 0:
+            time.sleep(self.delay)
+        self.ready[i] = table
+        self.flush()
+
+    def _dict_cols(self, table) -> list:
+        import pyarrow as pa
+
+        return [f.name for f in table.schema if pa.types.is_string(f.type)]
+
+    def flush(self) -> None:
+        import pyarrow.parquet as pq
+
+        while self.next < self.n_chunks:
+            i = self.next
+            if i in self.ready:
+                table = self.ready.pop(i)
+            elif i not in self.bounds:  # finished before a kill: its part is on disk
+                table = pq.read_table(_part_path(self.out, i))
+            else:
+                return
+            t = time.perf_counter()
+            if self.writer is None:
+                self.writer = pq.ParquetWriter(self.tmp, table.schema, **_WRITE_OPTS,
+                                               use_dictionary=self._dict_cols(table))
+            self.writer.write_table(table, row_group_size=max(1, table.num_rows))
+            self.t_write += time.perf_counter() - t
+            if self.keep:
+                self.tables.append(table)
+            if self.objectives:
+                t = time.perf_counter()
+                self._pareto(table)
+                self.t_pareto += time.perf_counter() - t
+            self.next += 1
+
+    def _pareto(self, table) -> None:
+        import pyarrow as pa
+
+        from qesim.dse.pareto import pareto_mask
+
+        lo = int(table.column("point_id")[0].as_py())
+        for wi, a, b in _blocks(self.space, lo, lo + table.num_rows):
+            cand = table.slice(a - lo, b - a)
+            if wi in self.fronts:
+                cand = pa.concat_tables([self.fronts[wi], cand])
+            vals = np.column_stack([cand.column(c).to_numpy() * (1.0 if d == "min" else -1.0)
+                                    for c, d in self.objectives.items()])
+            self.fronts[wi] = cand.filter(pa.array(pareto_mask(vals)))
+
+    def close(self):
+        import pyarrow as pa
+
+        self.drain()
+        if self.next != self.n_chunks:
+            missing = [i for i in range(self.n_chunks) if i >= self.next]
+            raise InputError(f"{self.out}: {len(missing)} chunk(s) missing (first {missing[0]}); "
+                             "run again with --resume")
+        t = time.perf_counter()
+        self.writer.close()
+        os.replace(self.tmp, self.out / RESULT)
+        self.t_write += time.perf_counter() - t
+        fronts = None
+        if self.objectives:
+            fronts = pa.concat_tables([self.fronts[k] for k in sorted(self.fronts)])
+        table = pa.concat_tables(self.tables) if self.keep else None
+        return fronts, table
+
+
+# ----------------------------------------------------------------------------- running
 def _prepare(space: Space, out: Path, resume: bool, chunk: int) -> tuple[dict, list[int]]:
     """Create or check OUT; return (manifest, pending chunk indices). Never deletes results."""
     n = len(space)
@@ -114,7 +429,6 @@ def _prepare(space: Space, out: Path, resume: bool, chunk: int) -> tuple[dict, l
             raise InputError(f"--out {out} holds a sweep of a different space (fingerprint {old.get('fingerprint')} "
                              f"vs {manifest['fingerprint']}); choose another --out")
         manifest = old
-        chunk = int(old["chunk_size"])
     else:
         if out.exists() and any(out.iterdir()) and not resume:
             raise InputError(f"--out {out} exists and is not empty (and holds no sweep); choose another --out")
@@ -122,28 +436,44 @@ def _prepare(space: Space, out: Path, resume: bool, chunk: int) -> tuple[dict, l
             (out / "parts").mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise InputError(f"--out {out}: cannot create directory ({e.strerror})") from None
-        tmp = man_path.with_name(MANIFEST + ".tmp")
-        tmp.write_text(json.dumps(manifest, indent=1))
-        os.replace(tmp, man_path)
+        _write_manifest(out, manifest)
     (out / "parts").mkdir(parents=True, exist_ok=True)
-    for stale in (out / "parts").glob("*.tmp-*"):  # a write that a kill interrupted
-        stale.unlink()
+    for stale in list((out / "parts").glob("*.tmp-*")) + list(out.glob(f"{RESULT}.tmp-*")):
+        stale.unlink()  # writes that a kill interrupted
     pending = [i for i in range(manifest["n_chunks"]) if not _part_path(out, i).exists()]
     return manifest, pending
 
 
+def _write_manifest(out: Path, manifest: dict) -> None:
+    tmp = out / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, out / MANIFEST)
+
+
 def run_sweep(space: Space, out: str | Path, *, workers: int = 0, scheduler: Optional[str] = None,
               resume: bool = False, quiet: bool = False, chunk_size: Optional[int] = None,
-              exact: bool = False, client=None, connect_timeout_s: float = 10.0) -> pd.DataFrame:
-    """Evaluate every point of ``space`` into ``out`` (see the module docstring); return the rows.
+              exact: bool = False, client=None, connect_timeout_s: float = 10.0):
+    """Evaluate every point of ``space`` into ``out`` (see the module docstring); return the rows
+    as a DataFrame. :func:`sweep` is the same without building the DataFrame."""
+    return sweep(space, out, workers=workers, scheduler=scheduler, resume=resume, quiet=quiet,
+                 chunk_size=chunk_size, exact=exact, client=client, connect_timeout_s=connect_timeout_s,
+                 keep=True, objectives=None).to_pandas()
+
+
+def sweep(space: Space, out: str | Path, *, workers: int = 0, scheduler: Optional[str] = None,
+          resume: bool = False, quiet: bool = False, chunk_size: Optional[int] = None, exact: bool = False,
+          client=None, connect_timeout_s: float = 10.0, keep: bool = False,
+          objectives: Optional[Mapping[str, str]] = PARETO_OBJECTIVES, log=None) -> SweepResult:
+    """Run the sweep; return a :class:`SweepResult` (its Pareto fronts per workload over
+    ``objectives``, and every row as an Arrow table with ``keep=True``).
 
     ``workers`` > 0: a local process pool; ``scheduler`` ('tcp://host:port') or ``client`` (a
     ``dask.distributed.Client``): Dask. ``exact``: use ``estimate_graph`` per point (slow; the
-    reference the fast path is tested against).
+    reference the fast path is tested against). ``log``: called with one line saying how the
+    points were split.
     """
     out = Path(out)
     n = len(space)
-    chunk = chunk_size or space.chunk_size or default_chunk(n)
     own_client = None
     if scheduler and client is None:  # connect before touching --out
         from dask.distributed import Client
@@ -153,51 +483,84 @@ def run_sweep(space: Space, out: str | Path, *, workers: int = 0, scheduler: Opt
         except (OSError, TimeoutError) as e:
             raise InputError(f"--scheduler {scheduler}: cannot connect to a Dask scheduler ({e})") from None
     try:
-        return _run(space, out, n, chunk, workers, client, resume, quiet, exact)
+        if client is not None:
+            n_exec = max(1, sum(client.nthreads().values()))
+            executor = f"dask ({n_exec} worker threads)"
+        elif workers and workers > 0:
+            n_exec, executor = workers, f"{workers} worker processes"
+        else:
+            n_exec, executor = 0, "1 process (in-process)"
+        chunk = chunk_size or space.chunk_size or default_chunk(n, n_exec)
+        t = time.perf_counter()
+        check_space(space, exact)  # what `qesim validate` runs; compiles every group (forked workers inherit it)
+        t_check = time.perf_counter() - t
+        return _run(space, out, n, chunk, workers, client, resume, quiet, exact, keep, objectives, executor, log,
+                    t_check)
     finally:
         if own_client is not None:
             own_client.close()
 
 
-def _run(space, out, n, chunk, workers, client, resume, quiet, exact) -> pd.DataFrame:
+def _run(space, out, n, chunk, workers, client, resume, quiet, exact, keep, objectives, executor, log, t_check):
     manifest, pending = _prepare(space, out, resume, chunk)
     chunk = int(manifest["chunk_size"])
+    n_chunks = int(manifest["n_chunks"])
     bounds = {i: (i * chunk, min(n, (i + 1) * chunk)) for i in pending}
-    from tqdm import tqdm
-
+    if log is not None:
+        n_hw = space.n_hw_points()
+        msg = (f"sweep {space.name}: {n} points ({len(space.workloads)} workloads x {n_hw} hardware points) "
+               f"in {n_chunks} chunks of {chunk} on {executor}")
+        if len(pending) < n_chunks:
+            msg += f"; resuming: {n_chunks - len(pending)} chunks kept, {len(pending)} to run"
+        log(msg)
+    stream = _Stream(out, space, n_chunks, bounds, keep, objectives)
     done_pts = n - sum(hi - lo for lo, hi in bounds.values())
-    bar = tqdm(total=n, initial=done_pts, unit="pt", desc=f"sweep {space.name}", disable=quiet, smoothing=0.1)
+    bar = None
+    if not quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n, initial=done_pts, unit="pt", desc=f"sweep {space.name}", smoothing=0.1)
+    t = time.perf_counter()
     try:
+        stream.flush()  # kept parts before the first pending chunk
         if client is not None:
-            _run_dask(space, out, bounds, bar, exact, client)
+            _run_dask(space, bounds, stream, bar, exact, client)
         elif workers and workers > 0:
-            _run_pool(space, out, bounds, bar, exact, workers)
+            _run_pool(space, bounds, stream, bar, exact, workers)
         else:
             for i, (lo, hi) in bounds.items():
-                _write_part(out, i, eval_chunk(space, lo, hi, exact))
-                bar.update(hi - lo)
+                stream.add(i, chunk_table(space, lo, hi, eval_chunk_arrays(space, lo, hi, exact)))
+                if bar is not None:
+                    bar.update(hi - lo)
+        fronts, table = stream.close()
     finally:
-        bar.close()
-    return finalize(out)
+        stream.shutdown()
+        if bar is not None:
+            bar.close()
+        if stream.writer is not None and stream.tmp.exists():
+            try:
+                stream.writer.close()
+            except Exception:  # noqa: BLE001 - already failing; the tmp file is removed on resume
+                pass
+    total = time.perf_counter() - t
+    manifest.update(complete=True, row_groups="chunk i = row group i of " + RESULT)
+    _write_manifest(out, manifest)
+    return SweepResult(out, n, n_chunks, chunk, executor, fronts, table, n_chunks - len(pending),
+                       dict(check_s=t_check, run_s=total, write_s=stream.t_write, pareto_s=stream.t_pareto))
 
 
-def _run_pool(space, out, bounds, bar, exact, workers):
+def _run_pool(space, bounds, stream, bar, exact, workers):
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     spec = space.to_dict()
     ctx = None
     if "fork" in mp.get_all_start_methods():
-        # forked workers inherit the space, its points and the compiled groups: compile (and
-        # check) every group once here instead of once per worker
+        # forked workers inherit the space, its hardware columns and the compiled groups
+        # (check_space compiled every group before this)
         ctx = mp.get_context("fork")
         _SPACES[json.dumps(spec, sort_keys=True, default=str)] = space
-        if not exact:
-            from qesim.dse.space import WORKLOAD_FIELDS
-
-            ev = evaluator_for(space)
-            pts = _points(space)
-            ev.evaluate(pts.groupby(list(WORKLOAD_FIELDS) + ev.struct_paths, sort=False).head(1))
+        hw_columns(space)
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
         todo = list(bounds.items())
         running = {}
@@ -206,13 +569,14 @@ def _run_pool(space, out, bounds, bar, exact, workers):
                 i, (lo, hi) = todo.pop(0)
                 running[ex.submit(eval_chunk_spec, spec, lo, hi, exact)] = (i, lo, hi)
             done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for f in done:
+            for f in sorted(done, key=lambda f: running[f][0]):
                 i, lo, hi = running.pop(f)
-                _write_part(out, i, f.result())
-                bar.update(hi - lo)
+                stream.add(i, chunk_table(space, lo, hi, f.result()))
+                if bar is not None:
+                    bar.update(hi - lo)
 
 
-def _run_dask(space, out, bounds, bar, exact, client):
+def _run_dask(space, bounds, stream, bar, exact, client):
     from dask.distributed import as_completed
 
     spec = space.to_dict()
@@ -221,31 +585,38 @@ def _run_dask(space, out, bounds, bar, exact, client):
         futs[client.submit(eval_chunk_spec, spec, lo, hi, exact, pure=False)] = (i, lo, hi)
     for f in as_completed(futs):
         i, lo, hi = futs[f]
-        _write_part(out, i, f.result())
-        bar.update(hi - lo)
+        stream.add(i, chunk_table(space, lo, hi, f.result()))
+        if bar is not None:
+            bar.update(hi - lo)
 
 
-def finalize(out: Path) -> pd.DataFrame:
-    """Check that every part is there and write ``sweep.parquet`` (sorted by point_id)."""
+def finalize(out: Path):
+    """Rebuild ``sweep.parquet`` from the parts (every part must be there); return the rows.
+
+    Not needed after a run (the run streams the file); for a directory whose sweep.parquet was
+    removed or whose run was killed after its last part."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    out = Path(out)
     manifest = json.loads((out / MANIFEST).read_text())
     missing = [i for i in range(manifest["n_chunks"]) if not _part_path(out, i).exists()]
     if missing:
         raise InputError(f"{out}: {len(missing)} part(s) missing (first {missing[0]}); run again with --resume")
-    tables = [pq.read_table(_part_path(out, i)) for i in range(manifest["n_chunks"])]
-    df = pa.concat_tables(tables, promote_options="default").to_pandas()
-    df = df.sort_values("point_id", kind="stable").reset_index(drop=True)
-    if len(df) != manifest["n_points"] or df["point_id"].duplicated().any():
-        raise RuntimeError(f"{out}: parts hold {len(df)} rows for {manifest['n_points']} points")
-    tmp = out / (RESULT + ".tmp")
-    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)
+    tmp = out / f"{RESULT}.tmp-{os.getpid()}"
+    tables = []
+    with pq.ParquetWriter(tmp, pq.read_schema(_part_path(out, 0)), **_WRITE_OPTS) as w:
+        for i in range(manifest["n_chunks"]):
+            t = pq.read_table(_part_path(out, i))
+            w.write_table(t, row_group_size=max(1, t.num_rows))
+            tables.append(t)
     os.replace(tmp, out / RESULT)
-    return df
+    return pa.concat_tables(tables).to_pandas()
 
 
-def read_sweep(out: str | Path) -> pd.DataFrame:
+def read_sweep(out: str | Path):
+    import pandas as pd
+
     p = Path(out)
     if p.is_dir():
         p = p / RESULT

@@ -52,7 +52,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-import pandas as pd
 from pydantic import ValidationError
 
 from qesim.errors import InputError, format_validation_error
@@ -127,20 +126,23 @@ class Space:
         return dict(raw=self.raw, source=self.source, base=self.base.model_dump(mode="json"), models=self.models)
 
     # --------------------------------------------------------------- points
-    def hw_table(self) -> pd.DataFrame:
-        """One row per hardware point, a column per axis (dotted path)."""
+    def hw_columns(self) -> dict[str, np.ndarray]:
+        """One array per axis (dotted path), one entry per hardware point (no pandas).
+
+        The same values as :meth:`hw_table` (same draws from the seeded generator): lists give
+        arrays of their values' type, ranges float64 (int64 for integer fields).
+        """
         if not self.axes:
-            return pd.DataFrame(index=pd.RangeIndex(1))
+            return {}
         if self.sampling == "grid":
-            combos = list(itertools.product(*[a.values for a in self.axes]))
-            cols = {a.path: [c[i] for c in combos] for i, a in enumerate(self.axes)}
-            return pd.DataFrame(cols)
+            sizes = [len(a.values) for a in self.axes]
+            idx = np.indices(sizes).reshape(len(sizes), -1)  # C order = itertools.product order
+            return {a.path: _as_array(a.values)[i] for a, i in zip(self.axes, idx)}
         rng = np.random.default_rng(self.seed)
         cols = {}
         for a in self.axes:
             if a.values is not None:
-                idx = rng.integers(0, len(a.values), size=self.samples)
-                cols[a.path] = [a.values[i] for i in idx]
+                cols[a.path] = _as_array(a.values)[rng.integers(0, len(a.values), size=self.samples)]
             else:
                 u = rng.random(self.samples)
                 if a.log:
@@ -150,10 +152,21 @@ class Space:
                 if a.integer:
                     v = np.clip(np.rint(v), a.lo, a.hi).astype(np.int64)
                 cols[a.path] = v
-        return pd.DataFrame(cols)
+        return cols
 
-    def points(self) -> pd.DataFrame:
-        """Every point: ``point_id``, the workload fields, then the hardware axes."""
+    def hw_table(self):
+        """One row per hardware point, a column per axis (dotted path): a DataFrame."""
+        import pandas as pd
+
+        cols = self.hw_columns()
+        if not cols:
+            return pd.DataFrame(index=pd.RangeIndex(1))
+        return pd.DataFrame({k: (v.tolist() if v.dtype.kind in "OU" else v) for k, v in cols.items()})
+
+    def points(self):
+        """Every point: ``point_id``, the workload fields, then the hardware axes (a DataFrame)."""
+        import pandas as pd
+
         hw = self.hw_table()
         n = len(hw)
         parts = []
@@ -165,6 +178,19 @@ class Space:
         out = pd.concat(parts, ignore_index=True)
         out.insert(0, "point_id", np.arange(len(out), dtype=np.int64))
         return out
+
+
+def _as_array(values: list) -> np.ndarray:
+    """A list of axis values as a numpy array of their type (object for strings and mixtures)."""
+    if all(isinstance(v, bool) for v in values):
+        return np.array(values, dtype=bool)
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return np.array(values, dtype=np.int64)
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return np.array(values, dtype=np.float64)
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
 
 
 # ----------------------------------------------------------------------------- loading
