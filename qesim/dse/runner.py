@@ -377,18 +377,25 @@ class _Stream:
             self.next += 1
 
     def _pareto(self, table) -> None:
+        """Fold ``table`` into the per-workload fronts: the chunk's own front first (one sort-
+        based pass over the chunk), then that merged with the front so far (both small)."""
         import pyarrow as pa
 
         from qesim.dse.pareto import pareto_mask
 
         lo = int(table.column("point_id")[0].as_py())
         for wi, a, b in _blocks(self.space, lo, lo + table.num_rows):
-            cand = table.slice(a - lo, b - a)
-            if wi in self.fronts:
-                cand = pa.concat_tables([self.fronts[wi], cand])
-            vals = np.column_stack([cand.column(c).to_numpy() * (1.0 if d == "min" else -1.0)
+            block = table.slice(a - lo, b - a)
+            vals = np.column_stack([block.column(c).to_numpy() * (1.0 if d == "min" else -1.0)
                                     for c, d in self.objectives.items()])
-            self.fronts[wi] = cand.filter(pa.array(pareto_mask(vals)))
+            keep = np.flatnonzero(pareto_mask(vals))
+            tab, vals = block.take(pa.array(keep)), vals[keep]
+            if wi in self.fronts:
+                tab0, vals0 = self.fronts[wi]
+                tab, vals = pa.concat_tables([tab0, tab]), np.concatenate([vals0, vals])
+                m = pareto_mask(vals)
+                tab, vals = tab.filter(pa.array(m)), vals[m]
+            self.fronts[wi] = (tab, vals)
 
     def close(self):
         import pyarrow as pa
@@ -404,7 +411,7 @@ class _Stream:
         self.t_write += time.perf_counter() - t
         fronts = None
         if self.objectives:
-            fronts = pa.concat_tables([self.fronts[k] for k in sorted(self.fronts)])
+            fronts = pa.concat_tables([self.fronts[k][0] for k in sorted(self.fronts)])
         table = pa.concat_tables(self.tables) if self.keep else None
         return fronts, table
 
