@@ -81,9 +81,9 @@ def format_validation_error(source: str | Path, err, model=None) -> str:
     items = [_one(e, model) for e in err.errors()]
     if len(items) == 1:
         path, msg = items[0]
-        return f"{source}: field {path or '<root>'}: {msg}"
+        return f"{source}: field {path}: {msg}" if path else f"{source}: {msg}"
     groups: dict[str, list[str]] = {}
     for path, msg in items:
-        groups.setdefault(path.split(".")[0] if path else "<root>", []).append(f"{path or '<root>'}: {msg}")
-    body = " | ".join("field " + "; ".join(v) for v in groups.values())
+        groups.setdefault(path.split(".")[0] if path else "<root>", []).append(f"{path}: {msg}" if path else msg)
+    body = " | ".join(("field " if k != "<root>" else "") + "; ".join(v) for k, v in groups.items())
     return f"{source}: {len(items)} invalid fields: {body}"

@@ -70,14 +70,25 @@ def _check_common(stage: str, seq_len: int, context_len: int, batch: int, densit
                   kv_bits: Optional[int]) -> None:
     if stage not in ("prefill", "decode"):
         raise InputError(f"stage {stage!r} must be 'prefill' or 'decode'")
-    if not isinstance(seq_len, int) or seq_len < 1:
+    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
         raise InputError(f"seq_len must be an integer >= 1 (got {seq_len!r})")
-    if not isinstance(context_len, int) or context_len < 0:
+    if isinstance(context_len, bool) or not isinstance(context_len, int) or context_len < 0:
         raise InputError(f"context_len must be an integer >= 0 (got {context_len!r})")
-    if not isinstance(batch, int) or batch < 1:
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise InputError(f"batch must be an integer >= 1 (got {batch!r})")
     parse_density(density)
-    if kv_bits is not None and not (1 <= kv_bits <= 32):
+    from qesim.graph.ir import MAX_BATCH, MAX_CONTEXT, MAX_TOKENS
+
+    q_len = seq_len if stage == "prefill" else 1
+    if batch > MAX_BATCH:
+        raise InputError(f"batch {batch} exceeds the limit of {MAX_BATCH} sequences")
+    if batch * q_len > MAX_TOKENS:
+        raise InputError(f"batch x seq_len = {batch} x {q_len} = {batch * q_len} tokens per pass exceeds the limit "
+                         f"of {MAX_TOKENS} (qesim.graph.ir.MAX_TOKENS)")
+    if context_len + q_len > MAX_CONTEXT:
+        raise InputError(f"context_len + seq_len = {context_len + q_len} tokens exceeds the KV-cache limit of "
+                         f"{MAX_CONTEXT} (qesim.graph.ir.MAX_CONTEXT)")
+    if kv_bits is not None and (isinstance(kv_bits, bool) or not isinstance(kv_bits, int) or not 1 <= kv_bits <= 32):
         raise InputError(f"kv_bits must be in 1..32 (got {kv_bits!r})")
 
 

@@ -11,10 +11,11 @@ produced the graph (``LayerGraph.setting`` / ``LayerGraph.method``), never from 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
-from typing import Annotated, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 Stage = Literal["prefill", "decode"]
 
@@ -23,8 +24,49 @@ Stage = Literal["prefill", "decode"]
 ActGranularity = Literal["per_token_dynamic", "per_tensor_static", "none"]
 
 
+# ---- documented maxima (elements) ------------------------------------------------------------
+# Far above any real model (largest vocab ~2.6e5, hidden ~3e4, context ~1e7): they keep the
+# tiling planner's work, which grows with each GEMM dimension, well under a second per op, and
+# every derived count far from float overflow. A graph beyond them is refused naming the field.
+MAX_FEATURES = 2**20  #: in/out features, hidden, intermediate, SFU vector width (elements)
+MAX_TOKENS = 2**20  #: rows of one op call: batch x tokens per sequence (tokens)
+MAX_CONTEXT = 2**24  #: KV-cache length / attention kv_len (tokens)
+MAX_VOCAB = 2**24  #: rows of an embedding table
+MAX_BATCH = 2**20  #: sequences in lock step
+MAX_HEADS = 2**14
+MAX_HEAD_DIM = 2**14
+MAX_REPEAT = 2**16  #: times one op runs (layers)
+MAX_EXPERTS = 2**16
+MAX_RANK = 2**16
+MAX_OPS = 4096  #: ops in one graph
+
+
+def _plain(v: Any) -> Any:
+    """numpy / torch scalars -> Python numbers (then validated strictly)."""
+    if type(v).__module__.split(".")[0] in ("numpy", "torch") and hasattr(v, "item"):
+        try:
+            v = v.item()
+        except (TypeError, ValueError, RuntimeError):
+            return v
+    return v
+
+
+def _int_like(v: Any) -> Any:
+    v = _plain(v)
+    if isinstance(v, float) and math.isfinite(v) and v.is_integer():
+        return int(v)
+    return v
+
+
+#: strict scalars: booleans, quoted numbers and NaN/Infinity are refused where a number is meant
+Int = Annotated[int, BeforeValidator(_int_like)]
+Num = Annotated[float, BeforeValidator(_plain)]
+Count = Annotated[int, BeforeValidator(_int_like), Field(ge=0)]
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=False, validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", frozen=False, validate_assignment=True, strict=True,
+                              allow_inf_nan=False)
 
 
 class RoutingStats(_Strict):
@@ -35,9 +77,9 @@ class RoutingStats(_Strict):
     ``batch_tokens`` consecutive tokens, measured.
     """
 
-    tokens_per_expert: list[int] = Field(min_length=1)
-    batch_tokens: int = Field(128, ge=1)
-    touched_per_batch: Optional[float] = Field(None, ge=0)
+    tokens_per_expert: list[Count] = Field(min_length=1, max_length=MAX_EXPERTS)
+    batch_tokens: Int = Field(128, ge=1, le=MAX_TOKENS)
+    touched_per_batch: Optional[Num] = Field(None, ge=0)
 
     def frequencies(self) -> list[float]:
         tot = sum(self.tokens_per_expert)
@@ -54,18 +96,18 @@ class LowRankAdapters(_Strict):
     router logits = R |x| with R of shape (in_features x routed_experts).
     """
 
-    shared_rank: int = Field(0, ge=0, description="rank of the always-on (shared) adapter")
-    routed_experts: int = Field(0, ge=0, description="Nr, number of routed low-rank experts")
-    routed_rank: int = Field(0, ge=0, description="rank of each routed expert")
-    active_per_token: int = Field(1, ge=1, description="experts applied per token (top-1 in QE)")
-    touched_experts: Optional[float] = Field(
+    shared_rank: Int = Field(0, ge=0, le=MAX_RANK, description="rank of the always-on (shared) adapter")
+    routed_experts: Int = Field(0, ge=0, le=MAX_EXPERTS, description="Nr, number of routed low-rank experts")
+    routed_rank: Int = Field(0, ge=0, le=MAX_RANK, description="rank of each routed expert")
+    active_per_token: Int = Field(1, ge=1, le=MAX_EXPERTS, description="experts applied per token (top-1 in QE)")
+    touched_experts: Optional[Num] = Field(
         None,
         ge=0,
         description="distinct routed experts a batch of this op's tokens touches; None = "
         "use routing stats if present, else the uniform-routing expectation",
     )
     router: bool = Field(True, description="router weights (in_features x routed_experts) present")
-    adapter_bits: int = Field(16, ge=1, le=32, description="precision of A/B matrices and router")
+    adapter_bits: Int = Field(16, ge=1, le=32, description="precision of A/B matrices and router")
     routing: Optional[RoutingStats] = None
 
     @model_validator(mode="after")
@@ -87,18 +129,18 @@ class LinearOp(_Strict):
     """y[M, N] = x[M, K] @ W[K, N] (+ adapters). M = ``tokens`` (batch x query tokens)."""
 
     kind: Literal["linear"] = "linear"
-    name: str
-    in_features: int = Field(ge=1, description="K")
-    out_features: int = Field(ge=1, description="N")
-    tokens: int = Field(ge=1, description="M: rows of x, batch x tokens per sequence")
-    weight_bits: int = Field(16, ge=1, le=32)
-    group_size: int = Field(-1, description="-1 = per output channel, else group along in_features")
+    name: str = Field(min_length=1, max_length=200)
+    in_features: Int = Field(ge=1, le=MAX_FEATURES, description="K")
+    out_features: Int = Field(ge=1, le=MAX_FEATURES, description="N")
+    tokens: Int = Field(ge=1, le=MAX_TOKENS, description="M: rows of x, batch x tokens per sequence")
+    weight_bits: Int = Field(16, ge=1, le=32)
+    group_size: Int = Field(-1, le=MAX_FEATURES, description="-1 = per output channel, else group along in_features")
     weight_symmetric: bool = True
-    act_bits: int = Field(16, ge=1, le=32)
+    act_bits: Int = Field(16, ge=1, le=32)
     act_granularity: ActGranularity = "none"
-    out_bits: int = Field(16, ge=1, le=32, description="precision the output is written in")
-    weight_density: float = Field(1.0, gt=0, le=1, description="fraction of weights kept (N:M sparsity)")
-    repeat: int = Field(1, ge=1, description="how many times this op runs (e.g. num layers)")
+    out_bits: Int = Field(16, ge=1, le=32, description="precision the output is written in")
+    weight_density: Num = Field(1.0, gt=0, le=1, description="fraction of weights kept (N:M sparsity)")
+    repeat: Int = Field(1, ge=1, le=MAX_REPEAT, description="how many times this op runs (e.g. num layers)")
     adapters: Optional[LowRankAdapters] = None
     weight_shared_with: Optional[str] = Field(
         None, description="name of an op whose weights this op reuses (e.g. tied lm_head)"
@@ -125,17 +167,17 @@ class AttentionOp(_Strict):
     """
 
     kind: Literal["attention"] = "attention"
-    name: str
-    batch: int = Field(1, ge=1)
-    heads: int = Field(ge=1)
-    kv_heads: int = Field(ge=1)
-    head_dim: int = Field(ge=1)
-    q_len: int = Field(ge=1)
-    kv_len: int = Field(ge=1)
-    kv_bits: int = Field(16, ge=1, le=32)
-    act_bits: int = Field(16, ge=1, le=32, description="precision of Q and of the scores/probs")
+    name: str = Field(min_length=1, max_length=200)
+    batch: Int = Field(1, ge=1, le=MAX_BATCH)
+    heads: Int = Field(ge=1, le=MAX_HEADS)
+    kv_heads: Int = Field(ge=1, le=MAX_HEADS)
+    head_dim: Int = Field(ge=1, le=MAX_HEAD_DIM)
+    q_len: Int = Field(ge=1, le=MAX_CONTEXT)
+    kv_len: Int = Field(ge=1, le=MAX_CONTEXT)
+    kv_bits: Int = Field(16, ge=1, le=32)
+    act_bits: Int = Field(16, ge=1, le=32, description="precision of Q and of the scores/probs")
     causal: bool = True
-    repeat: int = Field(1, ge=1)
+    repeat: Int = Field(1, ge=1, le=MAX_REPEAT)
 
     @model_validator(mode="after")
     def _check(self) -> "AttentionOp":
@@ -156,26 +198,26 @@ class SfuOp(_Strict):
     """A vector op on the special function unit over ``rows`` vectors of ``width`` elements."""
 
     kind: Literal["sfu"] = "sfu"
-    name: str
+    name: str = Field(min_length=1, max_length=200)
     func: SfuFunc
-    rows: int = Field(ge=1)
-    width: int = Field(ge=1)
-    in_bits: int = Field(16, ge=1, le=32)
-    out_bits: int = Field(16, ge=1, le=32)
-    inputs: int = Field(1, ge=1, le=4, description="operand vectors per row (eltwise_add: 2)")
-    repeat: int = Field(1, ge=1)
+    rows: Int = Field(ge=1, le=MAX_TOKENS)
+    width: Int = Field(ge=1, le=MAX_FEATURES)
+    in_bits: Int = Field(16, ge=1, le=32)
+    out_bits: Int = Field(16, ge=1, le=32)
+    inputs: Int = Field(1, ge=1, le=4, description="operand vectors per row (eltwise_add: 2)")
+    repeat: Int = Field(1, ge=1, le=MAX_REPEAT)
 
 
 class EmbeddingOp(_Strict):
     """Token-embedding gather: ``tokens`` rows of ``hidden`` elements read from a table."""
 
     kind: Literal["embedding"] = "embedding"
-    name: str
-    tokens: int = Field(ge=1)
-    hidden: int = Field(ge=1)
-    vocab: int = Field(ge=1)
-    bits: int = Field(16, ge=1, le=32)
-    repeat: int = Field(1, ge=1)
+    name: str = Field(min_length=1, max_length=200)
+    tokens: Int = Field(ge=1, le=MAX_TOKENS)
+    hidden: Int = Field(ge=1, le=MAX_FEATURES)
+    vocab: Int = Field(ge=1, le=MAX_VOCAB)
+    bits: Int = Field(16, ge=1, le=32)
+    repeat: Int = Field(1, ge=1, le=MAX_REPEAT)
 
 
 class MoEOp(_Strict):
@@ -194,28 +236,28 @@ class MoEOp(_Strict):
     """
 
     kind: Literal["moe"] = "moe"
-    name: str
-    tokens: int = Field(ge=1, description="M: tokens through the layer per call (batch x tokens)")
-    hidden: int = Field(ge=1, description="d_model (elements)")
-    expert_intermediate: int = Field(ge=1, description="intermediate size of one expert (elements)")
-    experts: int = Field(ge=1, description="E: routed experts")
-    top_k: int = Field(ge=1, description="routed experts per token")
-    shared_experts: int = Field(0, ge=0, description="always-on experts")
-    shared_intermediate: Optional[int] = Field(
-        None, ge=1, description="intermediate of the fused shared MLP (default shared_experts x expert_intermediate)")
+    name: str = Field(min_length=1, max_length=200)
+    tokens: Int = Field(ge=1, le=MAX_TOKENS, description="M: tokens through the layer per call (batch x tokens)")
+    hidden: Int = Field(ge=1, le=MAX_FEATURES, description="d_model (elements)")
+    expert_intermediate: Int = Field(ge=1, le=MAX_FEATURES, description="intermediate size of one expert (elements)")
+    experts: Int = Field(ge=1, le=MAX_EXPERTS, description="E: routed experts")
+    top_k: Int = Field(ge=1, le=MAX_EXPERTS, description="routed experts per token")
+    shared_experts: Int = Field(0, ge=0, le=MAX_EXPERTS, description="always-on experts")
+    shared_intermediate: Optional[Int] = Field(
+        None, ge=1, le=MAX_FEATURES, description="intermediate of the fused shared MLP (default shared_experts x expert_intermediate)")
     gated: bool = Field(True, description="SwiGLU-style experts (gate, up, down); False: up, down")
-    weight_bits: int = Field(16, ge=1, le=32)
-    group_size: int = Field(-1, description="-1 = per output channel, else group along in_features")
+    weight_bits: Int = Field(16, ge=1, le=32)
+    group_size: Int = Field(-1, le=MAX_FEATURES, description="-1 = per output channel, else group along in_features")
     weight_symmetric: bool = True
-    act_bits: int = Field(16, ge=1, le=32)
+    act_bits: Int = Field(16, ge=1, le=32)
     act_granularity: ActGranularity = "none"
-    out_bits: int = Field(16, ge=1, le=32)
-    gate_bits: int = Field(16, ge=1, le=32, description="precision of the router gate weights (not quantized)")
-    expert_freqs: Optional[list[float]] = Field(
-        None, description="measured share of token-slots routed to each expert (length experts, sum 1)")
-    touched_experts: Optional[float] = Field(
+    out_bits: Int = Field(16, ge=1, le=32)
+    gate_bits: Int = Field(16, ge=1, le=32, description="precision of the router gate weights (not quantized)")
+    expert_freqs: Optional[list[Num]] = Field(
+        None, max_length=MAX_EXPERTS, description="measured share of token-slots routed to each expert (length experts, sum 1)")
+    touched_experts: Optional[Num] = Field(
         None, ge=0, description="distinct routed experts one call touches; None = modelled")
-    repeat: int = Field(1, ge=1)
+    repeat: Int = Field(1, ge=1, le=MAX_REPEAT)
 
     @model_validator(mode="after")
     def _check(self) -> "MoEOp":
@@ -259,24 +301,47 @@ class LayerGraph(_Strict):
     """A model (or a single layer) at one stage, its ops in execution order."""
 
     schema_version: Literal[1] = 1
-    name: str
+    name: str = Field(min_length=1, max_length=200)
     model: str = Field(description="model preset or source model name")
     stage: Stage
-    batch: int = Field(1, ge=1)
-    seq_len: int = Field(ge=1, description="tokens processed per sequence in this pass (decode: 1)")
-    context_len: int = Field(ge=0, description="tokens already in the KV cache before this pass")
+    batch: Int = Field(1, ge=1, le=MAX_BATCH)
+    seq_len: Int = Field(ge=1, le=MAX_TOKENS, description="tokens processed per sequence in this pass (decode: 1)")
+    context_len: Int = Field(ge=0, le=MAX_CONTEXT, description="tokens already in the KV cache before this pass")
     setting: str = Field("W16A16", description="quantizer setting W{w}A{a}")
     method: str = Field("none", description="adapter structure / quantizer name")
-    ops: list[Op] = Field(min_length=1)
+    ops: list[Op] = Field(min_length=1, max_length=MAX_OPS)
     meta: dict[str, Union[str, int, float, bool, None]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _unique_names(self) -> "LayerGraph":
-        seen: set[str] = set()
+        seen: dict[str, Any] = {}
         for op in self.ops:
             if op.name in seen:
                 raise ValueError(f"duplicate op name {op.name!r}")
-            seen.add(op.name)
+            seen[op.name] = op
+        if self.stage == "decode" and self.seq_len != 1:
+            raise ValueError(f"a decode graph processes one new token per sequence: seq_len must be 1 "
+                             f"(got {self.seq_len}; use stage prefill for {self.seq_len} tokens)")
+        for op in self.ops:
+            ref = getattr(op, "weight_shared_with", None)
+            if ref is None:
+                continue
+            if ref == op.name:
+                raise ValueError(f"op {op.name!r}: weight_shared_with names the op itself")
+            tgt = seen.get(ref)
+            if tgt is None:
+                raise ValueError(f"op {op.name!r}: weight_shared_with names {ref!r}, which is not an op of "
+                                 "this graph")
+            if tgt.kind == "embedding":
+                if {op.in_features, op.out_features} != {tgt.hidden, tgt.vocab}:
+                    raise ValueError(f"op {op.name!r}: weight_shared_with {ref!r} has a {tgt.vocab} x {tgt.hidden} "
+                                     f"table, not the op's {op.in_features} x {op.out_features} weight")
+            elif tgt.kind == "linear":
+                if {op.in_features, op.out_features} != {tgt.in_features, tgt.out_features}:
+                    raise ValueError(f"op {op.name!r}: weight_shared_with {ref!r} has a different weight shape")
+            else:
+                raise ValueError(f"op {op.name!r}: weight_shared_with {ref!r} is a {tgt.kind} op, which has "
+                                 "no weight")
         return self
 
     # --- I/O -----------------------------------------------------------------
@@ -292,19 +357,14 @@ class LayerGraph(_Strict):
         from qesim.errors import InputError, format_validation_error
         from pydantic import ValidationError
 
+        from qesim.safeio import parse_json
+
         p = Path(path)
-        try:
-            text = p.read_text()
-        except OSError as e:
-            raise InputError(f"{p}: cannot read graph file ({e.strerror})") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{p}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+        data = parse_json(p, "layer-graph JSON file")
         try:
             return cls.model_validate(data)
         except ValidationError as e:
-            raise InputError(format_validation_error(p, e)) from None
+            raise InputError(format_validation_error(p, e, cls)) from None
 
 
 def graph_json_schema() -> dict:
