@@ -12,7 +12,8 @@ from qesim.perf.model import estimate_graph, expected_touched, graph_cycles, pla
 
 
 def _one(op, stage="prefill"):
-    return LayerGraph(name="t", model="t", stage=stage, seq_len=16, context_len=0, ops=[op])
+    rows = getattr(op, "tokens", None) or getattr(op, "rows", None) or op.batch * op.q_len
+    return LayerGraph(name="t", model="t", stage=stage, seq_len=rows, context_len=0, ops=[op])
 
 
 def test_linear_64x64_w8a8_by_hand(toy_hw):

@@ -297,6 +297,15 @@ class MoEOp(_Strict):
 Op = Annotated[Union[LinearOp, AttentionOp, SfuOp, EmbeddingOp, MoEOp], Field(discriminator="kind")]
 
 
+def _op_rows(op) -> int:
+    """Token rows one call of ``op`` processes (batch x tokens)."""
+    if op.kind == "attention":
+        return op.batch * op.q_len
+    if op.kind == "sfu":
+        return op.rows
+    return op.tokens
+
+
 class LayerGraph(_Strict):
     """A model (or a single layer) at one stage, its ops in execution order."""
 
@@ -319,9 +328,12 @@ class LayerGraph(_Strict):
             if op.name in seen:
                 raise ValueError(f"duplicate op name {op.name!r}")
             seen[op.name] = op
-        if self.stage == "decode" and self.seq_len != 1:
-            raise ValueError(f"a decode graph processes one new token per sequence: seq_len must be 1 "
-                             f"(got {self.seq_len}; use stage prefill for {self.seq_len} tokens)")
+        claimed = self.batch * self.seq_len
+        rows = max(_op_rows(op) for op in self.ops)
+        if claimed > rows:
+            # tokens/s = batch x seq_len / latency: a graph whose ops process fewer rows overstates it
+            raise ValueError(f"batch x seq_len = {self.batch} x {self.seq_len} = {claimed} tokens per pass, but the "
+                             f"largest op processes {rows} rows (a decode graph has seq_len 1)")
         for op in self.ops:
             ref = getattr(op, "weight_shared_with", None)
             if ref is None:
