@@ -1,1 +1,1 @@
-"""Analytical performance model: tiling planner, MPE/SFU/memory costs, graph -> per-op table."""
+"""The cost model, written once over arrays of design points (see README, "Layout": where op kinds, engines and terms go)."""
