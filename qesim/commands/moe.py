@@ -47,7 +47,7 @@ def _speedup(args) -> int:
 def _veq(args) -> int:
     import torch
 
-    from qesim.quant.veq import write_veq_report
+    from qesim.report.veq import write_veq_report
 
     torch.set_num_threads(2)
     for p in write_veq_report(args.out):

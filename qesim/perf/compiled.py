@@ -39,6 +39,12 @@ class _Fused(Lowered):
     def resident_bytes(self) -> float:
         return self.base.resident_bytes()
 
+    def signature(self):
+        sigs = [self.base.signature()] + [f.signature() for f in self.fused]
+        if any(x is None for x in sigs):
+            return None
+        return ("fused", tuple(sigs), tuple(sorted(self.dload.items())), tuple(sorted(self.dstore.items())))
+
     def cost(self, pts: HwPoints) -> OpCost:
         c = self.base.cost(pts)
         sfu, steps = c.sfu_cycles, c.steps
@@ -68,6 +74,7 @@ class GraphResult:
     bytes: dict  # memory -> off-chip bytes over the pass
     costs: Optional[list] = None  # list[OpCost] (detail)
     timed: Optional[Timed] = None  # (ops x n) (detail)
+    stacked: Optional[dict] = None  # (ops x n) arrays of the costs: mem_bytes[mem], mpe, steps, total_bytes (detail)
     warnings: list = field(default_factory=list)  # per point: list of strings (detail)
 
     @property
@@ -116,14 +123,25 @@ class CompiledGraph:
         self.resident_bytes = float(sum(o.resident_bytes() for o in self.ops))
         k = len(self.ops)
         self._rep = np.array([o.repeat for o in self.ops], dtype=float).reshape(k, 1)
+        # ops with equal costs at every point (e.g. q/k/v projections of one shape): the totals
+        # cost each distinct op once, weighted by the summed repeats
+        groups: dict = {}
+        for j, o in enumerate(self.ops):
+            sig = o.signature()
+            groups.setdefault(("op", j) if sig is None else sig, []).append(j)
+        self._distinct = [js[0] for js in groups.values()]
+        self._distinct_rep = np.array([sum(self.ops[j].repeat for j in js) for js in groups.values()], dtype=float)
 
     def costs(self, pts: HwPoints) -> list:
         return [o.cost(pts) for o in self.ops]
 
     def evaluate(self, pts: HwPoints, detail: bool = False) -> GraphResult:
-        """The graph at every point of ``pts``."""
+        """The graph at every point of ``pts`` (``detail``: keep every op's cost and timing)."""
         n = pts.n
-        costs = self.costs(pts)
+        if detail:
+            costs, rep = self.costs(pts), self._rep[:, 0]
+        else:
+            costs, rep = [self.ops[j].cost(pts) for j in self._distinct], self._distinct_rep
         k = len(costs)
         def stack(xs):
             if all(np.ndim(x) == 0 for x in xs):
@@ -132,10 +150,10 @@ class CompiledGraph:
 
         mb = {m: stack([c.mem_bytes(m) for c in costs]) for m in MEMORIES}
         flag = lambda a: np.array([getattr(c, a) for c in costs], dtype=bool).reshape(k, 1)  # noqa: E731
-        t = time_ops(mb, pts.bpc, stack([c.mpe_cycles for c in costs]), stack([c.sfu_cycles for c in costs]),
-                     stack([c.steps for c in costs]), flag("compute_hidden"), flag("double_buffered"),
+        mpe, steps = stack([c.mpe_cycles for c in costs]), stack([c.steps for c in costs])
+        t = time_ops(mb, pts.bpc, mpe, stack([c.sfu_cycles for c in costs]), steps, flag("compute_hidden"),
+                     flag("double_buffered"),
                      flag("sfu_overlaps"), bounds=detail)
-        rep = self._rep[:, 0]
         tot = lambda x: rep @ np.broadcast_to(x, (k, n))  # noqa: E731  (sum over ops x repeat)
         busy = {"compute": tot(t.mpe_busy), "sfu": tot(t.sfu)}
         for m in MEMORIES:
@@ -144,6 +162,8 @@ class CompiledGraph:
                           bytes={m: tot(mb[m]) for m in MEMORIES})
         if detail:
             res.costs, res.timed = costs, t
+            res.stacked = {"mem_bytes": mb, "mpe": mpe, "steps": steps,
+                           "total_bytes": stack([c.total_bytes() for c in costs])}
             res.warnings = [self._warnings(pts, i) for i in range(n)]
         return res
 

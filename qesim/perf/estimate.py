@@ -135,21 +135,20 @@ class GraphEstimate:
 def estimate_from_result(res: GraphResult, i: int, *, graph_name: str, hw_name: str, stage: str,
                          tokens: int) -> GraphEstimate:
     """The :class:`GraphEstimate` of point ``i`` of a detailed :class:`GraphResult`."""
-    t, costs = res.timed, res.costs
-    n = len(res.cycles)
-    pick = lambda x: float(np.broadcast_to(np.asarray(x, dtype=float), (n,))[i])  # noqa: E731
-    bound = t.bound()[:, i]
-    cols = {c: [] for c in OP_COLUMNS}
-    for k, c in enumerate(costs):
-        cyc = float(t.cycles[k, i])
-        hb, db = pick(c.mem_bytes("hbm")), pick(c.mem_bytes("ddr"))
-        tot = sum(pick(v) for v in c.load.values()) + sum(pick(v) for v in c.store.values())
-        tile = c.tile_at(i) if c.tile_at is not None else None
-        vals = (c.name, c.kind, c.repeat, cyc, cyc * c.repeat, pick(c.mpe_cycles), float(t.mpe_busy[k, i]),
-                float(t.sfu[k, i]), float(t.mem_cycles["hbm"][k, i]), float(t.mem_cycles["ddr"][k, i]), hb, db, tot,
-                int(c.macs), int(pick(c.steps)), str(bound[k]), tile.describe() if tile else "")
-        for col, v in zip(OP_COLUMNS, vals):
-            cols[col].append(v)
+    t, costs, st = res.timed, res.costs, res.stacked
+    col = lambda a: np.broadcast_to(a, t.cycles.shape)[:, i].tolist()  # noqa: E731
+    cycles = col(t.cycles)
+    reps = [c.repeat for c in costs]
+    tiles = [c.tile_at(i) if c.tile_at is not None else None for c in costs]
+    cols = {
+        "name": [c.name for c in costs], "kind": [c.kind for c in costs], "repeat": reps, "cycles": cycles,
+        "total_cycles": [x * r for x, r in zip(cycles, reps)], "mpe_cycles": col(st["mpe"]),
+        "mpe_busy_cycles": col(t.mpe_busy), "sfu_cycles": col(t.sfu), "hbm_cycles": col(t.mem_cycles["hbm"]),
+        "ddr_cycles": col(t.mem_cycles["ddr"]), "hbm_bytes": col(st["mem_bytes"]["hbm"]),
+        "ddr_bytes": col(st["mem_bytes"]["ddr"]), "bytes": col(st["total_bytes"]),
+        "macs": [int(c.macs) for c in costs], "steps": [int(x) for x in col(st["steps"])],
+        "bound": t.bound()[:, i].tolist(), "tile": [x.describe() if x else "" for x in tiles],
+    }
     return GraphEstimate(graph=graph_name, hw=hw_name, stage=stage, tokens=tokens,
                          frequency_hz=float(res.freq_hz[i]), columns=cols, warnings=res.warnings[i])
 
@@ -250,5 +249,7 @@ def estimate_schedule(gs, hw: HardwareConfig) -> GraphEstimate:
                     tile_at=(lambda i, _t=s.tile: _t) if s.tile is not None else None) for s in gs.ops]
     rep = np.array([s.repeat for s in gs.ops], dtype=float).reshape(k, 1)
     res = GraphResult(tokens=gs.tokens, cycles=(t.cycles * rep).sum(axis=0), freq_hz=pts.freq_hz, busy={},
-                      bytes={}, costs=costs, timed=t, warnings=[list(gs.warnings)])
+                      bytes={}, costs=costs, timed=t, warnings=[list(gs.warnings)],
+                      stacked={"mem_bytes": mb, "mpe": col([s.mpe_cycles for s in gs.ops]),
+                               "steps": col([s.steps for s in gs.ops]), "total_bytes": col([s.total_bytes for s in gs.ops])})
     return estimate_from_result(res, 0, graph_name=gs.graph_name, hw_name=hw.name, stage=gs.stage, tokens=gs.tokens)

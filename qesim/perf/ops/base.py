@@ -67,6 +67,11 @@ class Lowered:
         """On-chip bytes the op needs resident for the whole pass (adapters when resident)."""
         return 0.0
 
+    def signature(self):
+        """A hashable value equal for two lowered ops exactly when their costs are equal at every
+        point (the sweep then costs them once, weighted by their summed repeats), or ``None``."""
+        return None
+
 
 _LOWERINGS: dict[str, Callable] = {}
 

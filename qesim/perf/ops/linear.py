@@ -162,6 +162,11 @@ class LoweredLinear(Lowered):
     def resident_bytes(self) -> float:
         return self._resident
 
+    def signature(self):
+        t = self.terms
+        return ("linear", self.spec, t.mode, t.kept, t.w_bytes_elem, t.extra, t.ad_macs, t.o_bytes, self.w_bits, self.a_bits, self.ad_bits, self.wmem, self.amem,
+                self.hidden, self.db, self.overlaps, self.macs)
+
     def plan(self, pts: HwPoints):
         """(PlanArrays, rate, adapter cycles) at every point (memoised for small point sets)."""
         t = self.terms
@@ -172,15 +177,19 @@ class LoweredLinear(Lowered):
         b = pts.buf
         args = dict(w_buf=b["weight_bytes"], a_buf=b["act_bytes"], o_buf=b["out_bytes"], macs_per_cycle=mpc,
                     extra_cycles=ad_cycles, w_bpc=pts.bpc[self.wmem], a_bpc=pts.bpc[self.amem])
-        if pts.n <= 8:
+        if pts.n <= 8:  # a few points: memoised by value across calls
             key = b"".join(np.asarray(v, dtype=float).tobytes() for v in args.values())
             p = self._plans.get(key)
             if p is None:
                 if len(self._plans) > 1024:
                     self._plans.clear()
                 p = self._plans[key] = plan_points(self.spec, **args)
-        else:
-            p = plan_points(self.spec, **args)
+        else:  # many points: shared by every GEMM of the same spec and rates on these points
+            key = ("plan", self.spec, t.mode, self.w_bits, self.a_bits, self.ad_bits, t.kept, t.ad_macs, self.wmem,
+                   self.amem)
+            p = pts.memo.get(key)
+            if p is None:
+                p = pts.memo[key] = plan_points(self.spec, **args)
         return p, rate, ad_cycles
 
     def cost(self, pts: HwPoints) -> OpCost:

@@ -61,6 +61,11 @@ class LoweredSfu(Lowered):
         self.steps = max(1, min(op.rows, 64))
         self.db = hw.policy.double_buffering
 
+    def signature(self):
+        op = self.op
+        return ("sfu", op.func, op.rows, op.width, self.in_mmu, tuple(sorted(self.load.items())),
+                tuple(sorted(self.store.items())), self.steps, self.db)
+
     def sfu_cycles(self, pts: HwPoints):
         if self.in_mmu:  # quantization units on the memory path (FlightLLM MMU), not the SFU
             return np.zeros(pts.n)
