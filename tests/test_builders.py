@@ -27,7 +27,8 @@ def test_llama_op_order_w16a16():
 
 
 def test_w4a8_inserts_quantize_ops():
-    g = build_graph("llama2-7b", stage="prefill", seq_len=64, setting="W4A8", method="qe")
+    # one shared quantize per input (QE's per-linear omega is tested below; switched off here)
+    g = build_graph("llama2-7b", stage="prefill", seq_len=64, setting="W4A8", method="qe", input_scaling=False)
     n = _names(g)
     for q, lin in (("layer.attn_in_quant", "layer.q_proj"), ("layer.o_quant", "layer.o_proj"),
                    ("layer.mlp_in_quant", "layer.gate_proj"), ("layer.down_quant", "layer.down_proj")):
@@ -203,7 +204,10 @@ def test_fuzz_build_graph(spec, stage, seq, ctx, batch, w, a, method, density):
         elif op.kind == "embedding":
             assert op.tokens == M
     nq = sum(1 for op in g.ops if op.kind == "sfu" and op.func == "quantize")
-    assert nq == (4 if a < 16 and not fp16 else 0)
+    n_lin = sum(1 for op in g.ops if op.kind == "linear" and op.name != "lm_head")
+    scaled = method == "qe" and not fp16  # QE: a quantize per linear (its own omega)
+    assert nq == ((n_lin if scaled else 4) if a < 16 and not fp16 else 0)
+    assert sum(1 for op in g.ops if op.name.endswith("_omega")) == (n_lin if scaled else 0)
     heads = [op for op in g.ops if op.name == "lm_head"]
     assert len(heads) == int(spec.lm_head)
     if heads:
@@ -265,3 +269,31 @@ def test_graph_op_name():
     for m in ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
               "intermediate.dense", "output.dense"):
         assert graph_op_name("encoder.layer.0." + m) in names
+
+
+def test_qe_and_aser_graphs_charge_a_per_linear_input_scaling():
+    """QE's omega / ASER's smoothing differ per linear: per linear one eltwise_mul + its own quantize."""
+    from qesim.hw.loader import load_hw
+    from qesim.perf.model import estimate_graph
+
+    for method in ("qe", "aser"):
+        g = build_graph("smollm2-135m", stage="prefill", seq_len=128, setting="W4A8", method=method)
+        names = [o.name for o in g.ops]
+        for lin in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"):
+            om = names.index(f"layer.{lin}_omega")
+            assert g.ops[om].func == "eltwise_mul" and g.ops[om + 1].func == "quantize"
+            assert names.index(f"layer.{lin}") > om
+        assert g.meta["input_scaling"] is True
+        n_quant = sum(1 for o in g.ops if getattr(o, "func", None) == "quantize")
+        assert n_quant == 7  # one per linear, vs 4 shared ones without the scaling
+        off = build_graph("smollm2-135m", stage="prefill", seq_len=128, setting="W4A8", method=method,
+                          input_scaling=False)
+        assert sum(1 for o in off.ops if getattr(o, "func", None) == "quantize") == 4
+        assert not any(o.name.endswith("_omega") for o in off.ops)
+        hw = load_hw("qe-paper-npu")
+        assert estimate_graph(g, hw).latency_s > estimate_graph(off, hw).latency_s
+    w3 = build_graph("smollm2-135m", stage="decode", context_len=64, setting="W3A16", method="qe")
+    assert sum(1 for o in w3.ops if o.name.endswith("_omega")) == 7  # weight-only: scaling, no quantize
+    assert not any(getattr(o, "func", None) == "quantize" for o in w3.ops)
+    plain = build_graph("smollm2-135m", stage="prefill", seq_len=128, setting="W4A8", method="lqer")
+    assert not any(o.name.endswith("_omega") for o in plain.ops)

@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from qesim.errors import InputError
 from qesim.graph.ir import AttentionOp, EmbeddingOp, LayerGraph, LinearOp, MoEOp, SfuOp
 from qesim.graph.presets import ModelSpec, get_spec
-from qesim.graph.settings import AdapterDefaults, density_label, linear_fields, method_adapters, parse_density, parse_setting
+from qesim.graph.settings import INPUT_SCALING_METHODS, AdapterDefaults, density_label, linear_fields, method_adapters, parse_density, parse_setting
 
 __all__ = ["build_graph", "single_linear_graph", "graph_op_name", "AdapterDefaults"]
 
@@ -120,6 +120,7 @@ def build_graph(
     kv_bits: Optional[int] = None,
     linear_overrides: Optional[dict[str, dict]] = None,
     group_size: Optional[int] = None,
+    input_scaling: Optional[bool] = None,
 ) -> LayerGraph:
     """The layer graph of a whole model at one stage (see the module docstring for token counts).
 
@@ -146,6 +147,14 @@ def build_graph(
             overrides, applied last (e.g. measured ``adapters`` with routing stats).
         group_size: weights per quantization group along in_features (-1 = per output channel);
             default: the setting's (g128 for weight-only settings, per channel for W-A settings).
+        input_scaling: each quantized decoder linear divides its input by its own per-channel
+            vector (QE's omega, ASER's smoothing) before its activation quantizer. The vector
+            differs between linears that share an input (q/k/v, gate/up), so it cannot fold into
+            the RMSNorm: the graph gets, per linear, an SFU ``eltwise_mul`` op (``layer.<lin>_omega``,
+            one multiply per input element) and its own ``quantize`` op (``layer.<lin>_in_quant``)
+            instead of one shared quantize per input. Default: the method's
+            (:data:`qesim.graph.settings.INPUT_SCALING_METHODS`: ``qe``, ``aser``) when adapters are
+            attached. Not applied inside MLA attention.
 
     Raises:
         InputError: unknown model / setting / method, out-of-range sizes, an override naming an
@@ -162,6 +171,9 @@ def build_graph(
     qs = parse_setting(setting, group_size)
     adapters = method_adapters(method, adapter_defaults)
     attach = adapters is not None and not qs.is_fp16
+    if input_scaling is None:
+        input_scaling = attach and method.lower() in INPUT_SCALING_METHODS
+    scaling = bool(input_scaling) and not qs.is_fp16
     overrides = dict(linear_overrides or {})
     dens = parse_density(density)
     per_linear = dens if isinstance(dens, dict) else {}
@@ -212,17 +224,26 @@ def build_graph(
         ops.append(_linear(full, dict(qfields, in_features=k, out_features=n, repeat=repeat, weight_density=d),
                            overrides))
 
+    def scaled_lins(group_quant: Optional[str], names: list[str], width: int, repeat: int = L) -> None:
+        """Linears sharing one input: one quantize op (``group_quant``; None = emitted by the
+        caller), or per linear omega + quantize (scaling)."""
+        if not scaling and group_quant is not None:
+            quant(group_quant, width, repeat)
+        for nm in names:
+            if scaling:
+                ops.append(sfu(f"{nm}_omega", "eltwise_mul", width, repeat=repeat))
+                quant(group_quant if (group_quant and len(names) == 1) else f"{nm}_in_quant", width, repeat)
+            lin(nm, *shapes[nm], repeat=repeat)
+
     pre = spec.layout == "pre_norm"
     shapes = spec.linear_shapes()
 
     # --- attention block ----------------------------------------------------------------
     if pre:
         ops.append(sfu("input_norm", spec.norm, h))
-    quant("attn_in_quant", h)
     kvb = 16 if kv_bits is None else kv_bits
     if spec.mla is None:
-        for nm in ("q_proj", "k_proj", "v_proj"):
-            lin(nm, *shapes[nm])
+        scaled_lins("attn_in_quant", ["q_proj", "k_proj", "v_proj"], h)
         if spec.position == "rope":
             ops.append(sfu("rope", "rope", (spec.heads + spec.kv_heads) * spec.head_dim))
         # sliding-window layers attend to at most `window` keys per query: the chunk's own q_len
@@ -241,33 +262,34 @@ def build_graph(
             ops.append(AttentionOp(name="layer.attention", batch=batch, heads=spec.heads, kv_heads=spec.kv_heads,
                                    head_dim=spec.head_dim, q_len=q_len, kv_len=kv_len,
                                    kv_bits=kvb, act_bits=16, causal=spec.causal, repeat=L))
-        quant("o_quant", spec.q_out)
+        scaled_lins("o_quant", ["o_proj"], spec.q_out)
     else:
+        quant("attn_in_quant", h)
         _mla_attention(spec, ops, lin, sfu, quant, shapes, batch, q_len, kv_len, kvb, L)
-    lin("o_proj", *shapes["o_proj"])
+        lin("o_proj", *shapes["o_proj"])
     if spec.sandwich_norm:
         ops.append(sfu("attn_out_norm", spec.norm, h))
     ops.append(sfu("attn_residual", "eltwise_add", h, inputs=2))
     ops.append(sfu("post_attn_norm", spec.norm, h))
 
     # --- MLP ----------------------------------------------------------------------------
-    quant("mlp_in_quant", h)
+    if not scaling:
+        quant("mlp_in_quant", h)
+    elif n_moe:
+        quant("mlp_in_quant", h, repeat=n_moe)
     D = n_dense
     if D and spec.mlp == "gated":
-        lin("gate_proj", *shapes["gate_proj"], repeat=D)
-        lin("up_proj", *shapes["up_proj"], repeat=D)
+        scaled_lins(None, ["gate_proj", "up_proj"], h, repeat=D)
         if spec.act == "silu":
             ops.append(sfu("act", "silu_mul", inter, inputs=2, repeat=D))
         else:  # gated GELU/ReLU: activation then elementwise product
             ops.append(sfu("act", spec.act, inter, repeat=D))
             ops.append(sfu("gate_mul", "eltwise_mul", inter, inputs=2, repeat=D))
-        quant("down_quant", inter, repeat=D)
-        lin("down_proj", *shapes["down_proj"], repeat=D)
+        scaled_lins("down_quant", ["down_proj"], inter, repeat=D)
     elif D:
-        lin("fc1", *shapes["fc1"], repeat=D)
+        scaled_lins(None, ["fc1"], h, repeat=D)
         ops.append(sfu("act", spec.act, inter, repeat=D))
-        quant("fc2_quant", inter, repeat=D)
-        lin("fc2", *shapes["fc2"], repeat=D)
+        scaled_lins("fc2_quant", ["fc2"], inter, repeat=D)
     if n_moe:
         m = spec.moe
         ops.append(MoEOp(
@@ -312,7 +334,7 @@ def build_graph(
         head_dim=spec.head_dim, vocab=spec.vocab, norm=spec.norm, mlp=spec.mlp, act=spec.act,
         tied_embeddings=spec.tied_embeddings, position=spec.position, layout=spec.layout, causal=spec.causal,
         tokens=M, q_len=q_len, kv_len=kv_len, kv_bits=16 if kv_bits is None else kv_bits,
-        density=density_label(dens), adapters_attached=attach, group_size=qs.group_size,
+        density=density_label(dens), adapters_attached=attach, input_scaling=scaling, group_size=qs.group_size,
         lm_head_tokens=batch if spec.lm_head else 0,
         params=spec.param_count(),
         unverified=",".join(spec.unverified) or None,

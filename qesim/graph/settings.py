@@ -123,6 +123,11 @@ PLAIN_METHODS = ("none", "rtn", "smoothquant", "awq", "gptq", "mbq")
 #: methods with one global low-rank adapter
 LOWRANK_METHODS = ("lqer", "aser")
 METHODS = PLAIN_METHODS + LOWRANK_METHODS + ("qe",)
+#: methods whose deployed linears divide their input by a per-linear channel vector before the
+#: activation quantizer (QE's omega, ASER's activation smoothing; ``qesim.quant.qe`` /
+#: ``qesim.quant.methods.aser``). It differs between the linears sharing an input, so it is an op
+#: per linear in the graph (``build_graph(input_scaling=...)``), not a fold into the norm.
+INPUT_SCALING_METHODS = ("qe", "aser")
 
 
 class AdapterDefaults(BaseModel):

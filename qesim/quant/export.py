@@ -34,6 +34,22 @@ def _is_qe(m: nn.Module) -> bool:
     return hasattr(m, "routing_counts") and hasattr(m, "adapter_spec")
 
 
+def has_input_scaling(model: nn.Module) -> bool:
+    """Whether any decoder linear divides its input by a per-channel vector at run time (QE's
+    ``omega`` != 1, ASER's smoothing, an unfoldable ``in_scale``): the exported graph then charges
+    a per-linear ``eltwise_mul`` + ``quantize`` (see ``build_graph(input_scaling=...)``)."""
+    arch = get_arch(model)
+    for i in range(arch.num_blocks):
+        for path in arch.linear_paths.values():
+            mod = arch.blocks[i].get_submodule(path)
+            om = getattr(mod, "omega", None)
+            if om is None:
+                om = getattr(mod, "in_scale", None)
+            if om is not None and bool((om != 1).any()):
+                return True
+    return False
+
+
 def reset_routing(model: nn.Module) -> None:
     for m in model.modules():
         if _is_qe(m):
@@ -88,12 +104,13 @@ def export_graph(model: nn.Module, *, method: str, setting: str, name: str, stag
 
     spec = spec_from_hf_config(model.config, name=name)
     agg, per_op = collect_adapters(model, batch_tokens)
+    scaling = has_input_scaling(model)
     gm = GRAPH_METHOD.get(method, method)
     overrides = {op: {"adapters": fields} if fields else {"adapters": None} for op, fields in agg.items()}
     if setting.upper() == "W16A16":
         overrides = {}
     g = build_graph(spec, stage=stage, seq_len=seq_len, context_len=context_len, batch=batch, setting=setting,
-                    method=gm, linear_overrides=overrides)
+                    method=gm, input_scaling=scaling, linear_overrides=overrides)
     m = dict(meta or {})
     m["quantizer"] = method
     m["source_model"] = name

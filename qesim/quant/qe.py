@@ -38,10 +38,16 @@ Choices where the paper is ambiguous (see also the module-level notes in each fu
   scaling, so Ω only matters for the activation quantizer.
 * "Exempted from direct quantization and reconstructed by a low-rank adapter": the exempted
   columns are **not** stored in high precision: they are zero in ``Wq'`` and carried only by the
-  rank-``r_s`` shared adapter.  Deployed cost: no extra storage beyond the adapter; the scaling
-  ``1/omega`` is one per-channel multiply of the input (foldable into a preceding RMSNorm weight
-  for q/k/v and gate/up, or into up_proj's output rows for down_proj; otherwise fused into the
-  activation-quantize pass).  ``QELinear.deploy_notes()`` reports it.
+  rank-``r_s`` shared adapter (no extra storage beyond the adapter).
+* Deployed cost of ``omega``: each QE linear divides its own input by its own ``omega`` before its
+  own activation quantizer. ``omega`` depends on the linear's ``C_s`` and differs between linears
+  that share an input (q/k/v; gate/up — measured C_s overlap of q/k/v on SmolLM2 ~28/32), so it
+  does NOT fold into the shared RMSNorm weight, and each of those linears needs its own quantized
+  copy of the input. The exported graph therefore charges, per QE linear, one SFU
+  ``eltwise_mul`` over its input and one ``quantize`` op (``qesim.graph.builders.build_graph``,
+  ``input_scaling``; ``qesim.quant.export.has_input_scaling``). Folds that would be exact but are
+  not applied: one of q/k/v (into the norm weight) and down_proj's omega (into up_proj's output
+  rows). ``QELinear.deploy_notes()`` reports it. Design note: ``docs/quant-deployment.md``.
 * Alg. 2 step 15 contains a stray ``S^-1`` (no ``S`` is defined in Alg. 2); we use
   ``L_RB = V_r^T diag(1/ω)`` so that ``L_RA L_RB`` approximates ``E_S`` (a weighted SVD).
 * NPMI with ``p(i,j) = 0`` is ``-1`` (never co-occur), with ``p(i,j) = 1`` is ``1``; the affinity
@@ -57,7 +63,7 @@ Choices where the paper is ambiguous (see also the module-level notes in each fu
   expert of rank ``r_s`` alone; ``re_only`` = plain RTN weight, no exemption/scaling, routed
   experts on ``E = W - Q(W)``).
 
-Measured behaviour (details: ``/work/shared/design/qe-implementation.md``): on real SmolLM2-135M
+Measured behaviour (``docs/quant-deployment.md``, ``reports/quant_pareto.md``): on real SmolLM2-135M
 layers QE < L2QER(rank 64) < RTN in relative output error, but the routed experts specialise
 little (router picks the truly best expert on 24-54% of tokens, chance 12.5%; random routing
 costs only 1-4%), because the Alg. 2 weighting boosts a cluster only by its spread around the
@@ -475,9 +481,9 @@ class QELinear(nn.Module):
 
     def deploy_notes(self) -> dict:
         """Deployed-form costs not captured by ``adapter_spec``: the input scaling vector
-        (``in`` elements, one multiply per input element unless folded into a preceding norm /
-        linear) and the number of weight columns exempted from quantization (zero in ``Wq``,
-        carried by the shared adapter; no extra storage)."""
+        (``in`` elements stored; one multiply per input element and a quantize pass of its own,
+        charged by the exported graph, see the module doc) and the number of weight columns
+        exempted from quantization (zero in ``Wq``, carried by the shared adapter; no extra storage)."""
         return {
             "input_scale": bool((self.omega != 1).any()),
             "exempt_channels": int((self.weight_q.abs().sum(0) == 0).sum()),
