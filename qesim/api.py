@@ -342,9 +342,11 @@ def sweep(space: Any, *, out: Optional[Union[str, Path]] = None, exact: bool = F
 
 
 def presets() -> dict:
-    """Known names: ``{'models': [...], 'hardware': [...]}`` (model shape presets, hardware config
-    presets)."""
+    """Known names: ``{'models': [...], 'hardware': [...], 'sweeps': [...]}`` (model shape presets,
+    hardware config presets, example sweep spaces shipped with qesim, usable by name in
+    :func:`sweep` and ``qesim sweep NAME``)."""
     from qesim.graph.presets import preset_names
+    from qesim.dse.space import example_spaces
     from qesim.hw.loader import preset_names as hw_names
 
-    return {"models": preset_names(), "hardware": hw_names()}
+    return {"models": preset_names(), "hardware": hw_names(), "sweeps": list(example_spaces())}

@@ -36,16 +36,70 @@ COMMANDS: dict[str, str] = {
 }
 
 
+#: optional dependencies: (command, sub-command or None) -> (extra, modules it imports). Checked
+#: (without importing anything) before a command runs, so a missing extra is one line, before
+#: any output is written; ``--help`` marks these commands.
+NEEDS: dict[tuple[str, "str | None"], tuple[str, tuple[str, ...]]] = {
+    ("accuracy", None): ("quant", ("torch", "transformers")),
+    ("quantize", None): ("quant", ("torch", "transformers")),
+    ("moqe", None): ("quant", ("torch", "transformers")),
+    ("moe", "veq"): ("quant", ("torch",)),
+    ("calibrate", None): ("quant", ("scipy",)),
+    ("fidelity", None): ("quant", ("scipy",)),
+    ("sweep", None): ("dse", ("pyarrow", "tqdm", "moocore")),
+}
+#: top-level module of a dependency -> the extra that installs it
+EXTRA_OF = {"torch": "quant", "transformers": "quant", "sklearn": "quant", "scipy": "quant", "gguf": "quant",
+            "accelerate": "quant", "pyarrow": "dse", "moocore": "dse", "dask": "dse", "distributed": "dse", "tqdm": "dse",
+            "nbclient": "dev", "nbformat": "dev", "pytest": "dev", "hypothesis": "dev"}
+
+
+def _install_hint(extra: str) -> str:
+    """``pip install 'qesim[X]'`` for an installed qesim, ``pip install -e '.[X]'`` in a source tree."""
+    from pathlib import Path
+
+    src_tree = (Path(__file__).resolve().parents[1] / "pyproject.toml").exists()
+    return f"pip install -e '.[{extra}]'" if src_tree else f"pip install 'qesim[{extra}]'"
+
+
+def _needs_note(extra: str) -> str:
+    return f" [needs the '{extra}' extra]"
+
+
+def _mark_extras(sub, name: str) -> None:
+    """Append the extra a command (or one of its sub-commands) needs to its ``--help`` line."""
+    for (cmd, subcmd), (extra, _) in NEEDS.items():
+        if cmd != name:
+            continue
+        if subcmd is None:
+            for act in sub._choices_actions:
+                if act.dest == name:
+                    act.help = (act.help or "") + _needs_note(extra)
+            continue
+        parser = sub.choices.get(name)
+        for action in getattr(parser, "_actions", []):
+            if isinstance(action, argparse._SubParsersAction):
+                for act in action._choices_actions:
+                    if act.dest == subcmd:
+                        act.help = (act.help or "") + _needs_note(extra)
+        top = [a for a in sub._choices_actions if a.dest == name]
+        for act in top:
+            act.help = (act.help or "") + f" [{subcmd}: needs the '{extra}' extra]"
+
+
 def _build_parser(only: str | None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qesim",
         description="NPU performance simulator for quantized (vision-)language models (Quant Experts).",
+        epilog="Commands marked [needs the 'X' extra] import optional packages: pip install 'qesim[X]' "
+        "(quant: torch side; dse: Parquet, Dask, progress bars; all: everything).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, mod in COMMANDS.items():
         if only is not None and name != only:
             sub.add_parser(name, help=f"(see qesim {name} --help)")
+            _mark_extras(sub, name)
             continue
         try:
             module = importlib.import_module(mod)
@@ -55,7 +109,28 @@ def _build_parser(only: str | None) -> argparse.ArgumentParser:
             sub.add_parser(name, help="(not available in this build)")
             continue
         module.register(sub)
+        _mark_extras(sub, name)
     return parser
+
+
+def _missing(args: argparse.Namespace) -> "tuple[str, list[str]] | None":
+    """(extra, missing modules) if the command about to run needs an extra that is not installed."""
+    import importlib.util
+
+    cmd = getattr(args, "command", None)
+    subs = [v for k, v in vars(args).items() if k.endswith("_cmd") and isinstance(v, str)]
+    for key in [(cmd, None)] + [(cmd, s) for s in subs]:
+        if key in NEEDS:
+            extra, mods = NEEDS[key]
+            miss = [m for m in mods if importlib.util.find_spec(m) is None]
+            if miss:
+                return extra, miss
+    return None
+
+
+def _extra_error(what: str, extra: str, missing: list[str]) -> str:
+    return (f"qesim: error: {what} needs the '{extra}' extra (missing: {', '.join(missing)}); "
+            f"install it with: {_install_hint(extra)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,18 +145,30 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser = _build_parser(only)
     except ModuleNotFoundError as e:
-        extra = {"torch": "quant", "transformers": "quant", "sklearn": "quant", "scipy": "quant",
-                 "gguf": "quant", "pyarrow": "dse", "moocore": "dse", "dask": "dse", "distributed": "dse", "tqdm": "dse"}
         root = (e.name or "").split(".")[0]
-        hint = f"pip install -e '.[{extra[root]}]'" if root in extra else "bash scripts/setup.sh"
-        print(f"qesim: error: command {first!r} needs the Python package {root!r}, which is not "
-              f"installed; install it with: {hint}", file=sys.stderr)
+        if root in EXTRA_OF:
+            print(_extra_error(f"'qesim {first}'", EXTRA_OF[root], [root]), file=sys.stderr)
+        else:
+            print(f"qesim: error: command {first!r} needs the Python package {root!r}, which is not "
+                  f"installed; install it with: bash scripts/setup.sh", file=sys.stderr)
         return 2
     args = parser.parse_args(argv)
+    miss = _missing(args)
+    if miss is not None:
+        words = " ".join(str(v) for v in [args.command] + [v for k, v in vars(args).items()
+                                                            if k.endswith("_cmd") and isinstance(v, str)])
+        print(_extra_error(f"'qesim {words}'", *miss), file=sys.stderr)
+        return 2
     try:
         return int(args.func(args) or 0)
     except InputError as e:
         print(f"qesim: error: {e}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:  # an optional package NEEDS does not list: still one line
+        root = (e.name or "").split(".")[0]
+        if root not in EXTRA_OF:
+            raise
+        print(_extra_error(f"'qesim {args.command}'", EXTRA_OF[root], [root]), file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `qesim estimate ... | head`
         sys.stderr.close()

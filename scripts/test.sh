@@ -4,4 +4,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 if [ "${1:-}" = "--slow" ]; then shift; exec .venv/bin/python -m pytest -m "" "$@"; fi
-exec .venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest "$@"
+# The wheel test (tests/test_packaging.py, slow: builds the wheel, installs it without extras into a
+# fresh venv, runs the main commands from another directory) runs after the default suite, so every
+# CI run checks the installed package too. QESIM_SKIP_PACKAGING=1 skips it locally.
+if [ $# -eq 0 ] && [ -z "${QESIM_SKIP_PACKAGING:-}" ]; then
+  exec .venv/bin/python -m pytest -m slow tests/test_packaging.py
+fi

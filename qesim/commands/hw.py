@@ -49,8 +49,11 @@ def _schema(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from qesim.hw.loader import load_hw, preset_names
+    from qesim.errors import InputError
+    from qesim.hw.loader import config_dir, load_hw, preset_names
 
+    if not preset_names():
+        raise InputError(f"no hardware presets found in {config_dir()} (a broken install: reinstall qesim)")
     for n in preset_names():
         hw = load_hw(n)
         print(f"{n:<18} {hw.frequency_mhz:>6g} MHz  INT8 MM {hw.mpe.rate('mm', 8, 8) * hw.frequency_hz / 1e12:6.2f} "

@@ -530,8 +530,20 @@ def load_space(path: str | Path) -> Space:
 
     p = Path(path)
     if not p.exists():
-        raise InputError(f"{p}: space file not found")
+        ex = example_spaces()
+        hit = ex.get(p.stem) if p.parent == Path(".") or p.parent.name == "sweeps" else None
+        if hit is None:
+            raise InputError(f"{p}: space file not found (examples shipped with qesim: {', '.join(ex) or 'none'})")
+        p = hit
     return space_from_dict(load_yaml(p), str(p))
+
+
+def example_spaces() -> dict:
+    """The example space files shipped with qesim (``hw_configs/sweeps/``, package data in a
+    wheel): name -> path. ``qesim sweep NAME`` and ``load_space(NAME)`` find them from any directory."""
+    from qesim.hw.loader import config_dir
+
+    return {f.stem: f for f in sorted((config_dir() / "sweeps").glob("*.yaml"))}
 
 
 def space_from_spec(spec: dict) -> Space:

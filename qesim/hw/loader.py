@@ -12,12 +12,13 @@ from qesim.hw.config import HardwareConfig
 
 
 def config_dir() -> Path:
-    """``hw_configs/`` of the source tree, or the copy installed inside the package."""
+    """``hw_configs/`` of the source tree (a checkout or an editable install), else the copy that a
+    wheel carries inside the package (``qesim/hw/presets/``, filled by setup.py at build time)."""
     here = Path(__file__).resolve()
-    for cand in (here.parents[2] / "hw_configs", here.parent / "presets"):
-        if cand.is_dir():
-            return cand
-    return here.parents[2] / "hw_configs"
+    src = here.parents[2] / "hw_configs"
+    if src.is_dir() and (here.parents[2] / "pyproject.toml").exists():
+        return src
+    return here.parent / "presets"
 
 
 def preset_names() -> list[str]:
