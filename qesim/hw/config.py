@@ -329,6 +329,12 @@ class Terms(_Strict):
         return getattr(self, name)
 
 
+def achieved_bytes_per_cycle(bandwidth_gbps, efficiency, frequency_hz):
+    """Achieved bytes per clock cycle: peak GB/s (1e9 B/s) x efficiency / clock (Hz). The one copy
+    of the rule; numbers or numpy arrays over design points."""
+    return bandwidth_gbps * 1e9 * efficiency / frequency_hz
+
+
 class HardwareConfig(_Strict):
     """One accelerator: clock, matrix and vector engines, off-chip memories, buffers, policy."""
 
@@ -367,7 +373,7 @@ class HardwareConfig(_Strict):
     def bytes_per_cycle(self, which: Memory) -> float:
         """Achieved off-chip bytes per clock cycle of ``which`` memory."""
         m = self.memory(which)
-        return m.bandwidth_gbps * 1e9 * m.efficiency / self.frequency_hz
+        return achieved_bytes_per_cycle(m.bandwidth_gbps, m.efficiency, self.frequency_hz)
 
     def stage_policy(self, stage: str) -> StagePolicy:
         return self.policy.prefill if stage == "prefill" else self.policy.decode

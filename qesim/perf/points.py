@@ -24,7 +24,7 @@ from typing import Optional
 
 import numpy as np
 
-from qesim.hw.config import HardwareConfig
+from qesim.hw.config import HardwareConfig, achieved_bytes_per_cycle
 
 MEMORIES = ("hbm", "ddr")
 SFU_FIELDS = ("lanes", "exp_cycles", "reciprocal_cycles", "rsqrt_cycles", "reduce_cycles", "elementwise_cycles")
@@ -71,7 +71,7 @@ class HwPoints:
                 continue
             bw = f(f"{m}.bandwidth_gbps", ch.bandwidth_gbps)
             eff = f(f"{m}.efficiency", ch.efficiency)
-            self.bpc[m] = bw * 1e9 * eff / self.freq_hz  # the one bytes-per-cycle rule
+            self.bpc[m] = achieved_bytes_per_cycle(bw, eff, self.freq_hz)
         self._rates = {}
         for mode in ("mm", "mv"):
             table = getattr(rep.mpe, mode)

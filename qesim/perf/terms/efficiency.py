@@ -37,6 +37,9 @@ def compute_efficiency(M, N, K, *, peak_fraction=1.0, k_half=0.0, wave_tile=None
 
 
 def memory_bytes_per_cycle(bandwidth_gbps, frequency_hz, efficiency):
-    """Achieved off-chip bytes per clock cycle: bandwidth (GB/s, 1e9 B/s) x efficiency / clock (Hz)."""
-    return np.asarray(bandwidth_gbps, dtype=float) * 1e9 * np.asarray(efficiency, dtype=float) / np.asarray(
-        frequency_hz, dtype=float)
+    """Achieved off-chip bytes per clock cycle: bandwidth (GB/s, 1e9 B/s) x efficiency / clock (Hz)
+    (:func:`qesim.hw.config.achieved_bytes_per_cycle`, over arrays)."""
+    from qesim.hw.config import achieved_bytes_per_cycle
+
+    return achieved_bytes_per_cycle(np.asarray(bandwidth_gbps, dtype=float), np.asarray(efficiency, dtype=float),
+                                    np.asarray(frequency_hz, dtype=float))
