@@ -169,3 +169,44 @@ def test_validate_runs_the_sweeps_check(tmp_path, capsys, monkeypatch):
     assert main(["sweep", str(p), "--out", str(out), "--quiet"]) == 2
     err2 = capsys.readouterr().err.strip().splitlines()
     assert err2 == err and not out.exists()
+
+
+_NO_IMPORT = r"""
+import sys
+banned = set(sys.argv[1].split(","))
+class Ban:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in banned:
+            raise ImportError(f"imported {name}")
+sys.meta_path.insert(0, Ban())
+from qesim.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def _run_banning(banned: str, *argv: str):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    return subprocess.run([sys.executable, "-c", _NO_IMPORT, banned, *argv], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+def test_lazy_imports(tmp_path):
+    """`qesim estimate` imports neither pandas nor pyarrow nor dask; the sweep path imports pyarrow
+    but not pandas (nor dask without --scheduler)."""
+    r = _run_banning("pandas,pyarrow,dask,distributed,moocore", "estimate", "--model", "qwen2vl-2b", "--hw",
+                     "flightllm-u280", "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    p = tmp_path / "s.yaml"
+    import yaml
+
+    p.write_text(yaml.safe_dump(SPEC))
+    r = _run_banning("pandas,dask,distributed", "sweep", str(p), "--out", str(tmp_path / "o"), "--quiet")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "o" / "sweep.parquet").exists() and (tmp_path / "o" / "pareto.csv").exists()
+    r = _run_banning("pandas,pyarrow,dask,distributed", "validate", str(p))
+    assert r.returncode == 0, r.stderr[-2000:]

@@ -17,7 +17,6 @@ import warnings
 from typing import Optional
 
 import numpy as np
-import pandas as pd
 
 from qesim.perf.compiled import CompiledGraph
 from qesim.perf.estimate import fp16_baseline
@@ -101,6 +100,8 @@ class Evaluator:
     # ---------------------------------------------------------------- evaluation
     def evaluate(self, pts: pd.DataFrame, exact: bool = False) -> pd.DataFrame:
         """Rows of ``pts`` (from ``Space.points()``) with the output columns appended."""
+        import pandas as pd  # not at module level: the sweep runner's path (evaluate_block) needs no pandas
+
         if exact:
             return pd.DataFrame([dict(r, **self.exact_row(r)) for r in pts.to_dict("records")])[
                 list(pts.columns) + OUTPUT_COLUMNS]
@@ -181,6 +182,21 @@ class Evaluator:
             cache[0][hidx[miss]], cache[1][hidx[miss]] = b.cycles, b.latency_s
             cyc, lat = cache[0][hidx], cache[1][hidx]
         return cyc, lat
+
+    def seed_baseline(self, bw: dict, cols: dict, cycles, latency_s) -> None:
+        """Put the fp16-baseline cycles / latency of points costed elsewhere into the cache that
+        :meth:`_baseline` reads (``bw``: the baseline workload; ``cols``: its points' ``point_id``
+        and hardware axes). A process-pool worker gets them from the parent instead of recomputing
+        a chunk another worker already did."""
+        n_hw = self.space.n_hw_points()
+        wkey = tuple(bw[k] for k in WORKLOAD_FIELDS)
+        hidx = np.asarray(cols["point_id"]) % n_hw
+        for skey, sel in self._struct_groups(cols, len(hidx)):
+            cache = self._base_cache.get((skey, wkey))
+            if cache is None:
+                cache = self._base_cache[(skey, wkey)] = (np.full(n_hw, np.nan), np.full(n_hw, np.nan))
+            cache[0][hidx[sel]] = np.asarray(cycles)[sel]
+            cache[1][hidx[sel]] = np.asarray(latency_s)[sel]
 
     def point_hw(self, row: dict):
         upd = {p: _native(row[p]) for p in self.space.hw_paths}

@@ -153,9 +153,14 @@ def _encode(values: np.ndarray) -> tuple:
     return codes, labels
 
 
-def eval_chunk_arrays(space: Space, lo: int, hi: int, exact: bool = False) -> dict:
-    """Output columns of points [lo, hi): float64 arrays, and (codes, labels) for ``hw`` and ``bound``."""
+def eval_chunk_arrays(space: Space, lo: int, hi: int, exact: bool = False, seeds=()) -> dict:
+    """Output columns of points [lo, hi): float64 arrays, and (codes, labels) for ``hw`` and ``bound``.
+
+    ``seeds``: (baseline workload index, first point, cycles, latency_s) of fp16-baseline rows that
+    were costed elsewhere (the pool's parent passes them on; see :meth:`Evaluator.seed_baseline`)."""
     ev = evaluator_for(space)
+    for bwi, a, cyc, lat in seeds:
+        ev.seed_baseline(space.workloads[bwi], _inputs(space, a, a + len(cyc)), cyc, lat)
     parts = []
     for wi, a, b in _blocks(space, lo, hi):
         w = space.workloads[wi]
@@ -174,9 +179,59 @@ def eval_chunk_arrays(space: Space, lo: int, hi: int, exact: bool = False) -> di
     return out
 
 
-def eval_chunk_spec(spec: dict, lo: int, hi: int, exact: bool = False) -> dict:
+def eval_chunk_spec(spec: dict, lo: int, hi: int, exact: bool = False, seeds=()) -> dict:
     """Worker entry point (process pool / Dask): the space travels as a dict."""
-    return eval_chunk_arrays(_space_on_worker(spec), lo, hi, exact)
+    return eval_chunk_arrays(_space_on_worker(spec), lo, hi, exact, seeds)
+
+
+def _baseline_index(space: Space) -> list:
+    """For each workload, the index of its fp16 baseline among the space's workloads (None when
+    the baseline is not swept itself, or is the workload)."""
+    from qesim.dse.evaluate import _baseline
+
+    pos = {tuple(w[k] for k in WORKLOAD_FIELDS): i for i, w in enumerate(space.workloads)}
+    out = []
+    for i, w in enumerate(space.workloads):
+        j = pos.get(tuple(_baseline(w)[k] for k in WORKLOAD_FIELDS))
+        out.append(None if j == i else j)
+    return out
+
+
+class _Baselines:
+    """The parent's copy of the fp16-baseline rows (cycles, latency) that workers have returned,
+    so that a worker costing a quantized chunk does not recompute a chunk another worker did."""
+
+    def __init__(self, space: Space):
+        self.space, self.n_hw = space, space.n_hw_points()
+        self.index = _baseline_index(space)
+        self.arrays = {j: (np.full(self.n_hw, np.nan), np.full(self.n_hw, np.nan))
+                       for j in set(self.index) if j is not None}
+
+    def record(self, lo: int, hi: int, res: dict) -> None:
+        for wi, a, b in _blocks(self.space, lo, hi):
+            if wi in self.arrays:
+                h0 = a % self.n_hw
+                self.arrays[wi][0][h0:h0 + b - a] = res["cycles"][a - lo:b - lo]
+                self.arrays[wi][1][h0:h0 + b - a] = res["latency_s"][a - lo:b - lo]
+
+    def needs(self, lo: int, hi: int) -> list:
+        """(baseline workload, point range) pairs chunk [lo, hi) needs."""
+        out = []
+        for wi, a, b in _blocks(self.space, lo, hi):
+            j = self.index[wi]
+            if j is not None:
+                h0 = a % self.n_hw
+                out.append((j, j * self.n_hw + h0, j * self.n_hw + h0 + b - a))
+        return out
+
+    def seeds(self, lo: int, hi: int) -> list:
+        out = []
+        for j, a, b in self.needs(lo, hi):
+            h0 = a % self.n_hw
+            cyc = self.arrays[j][0][h0:h0 + b - a]
+            if not np.isnan(cyc).any():
+                out.append((j, a, cyc.copy(), self.arrays[j][1][h0:h0 + b - a].copy()))
+        return out
 
 
 def eval_chunk(space: Space, lo: int, hi: int, exact: bool = False):
@@ -185,10 +240,52 @@ def eval_chunk(space: Space, lo: int, hi: int, exact: bool = False):
 
 
 # ----------------------------------------------------------------------------- tables
-def _str_array(codes: np.ndarray, labels: list):
+_PA_TYPES = {"f8": "float64", "i8": "int64", "i4": "int32", "u1": "uint8"}
+
+
+def _arr(x: np.ndarray):
+    """A numpy array as an Arrow array, zero-copy for numbers.
+
+    Built from buffers because ``pa.array`` imports pandas (its array-like check), which would
+    cost the sweep command ~0.4 s of imports it does not otherwise need."""
     import pyarrow as pa
 
-    return pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), pa.array(labels, pa.string())).cast(pa.string())
+    x = np.asarray(x)
+    if x.dtype == bool:
+        bits = np.packbits(x, bitorder="little")
+        return pa.Array.from_buffers(pa.bool_(), len(x), [None, pa.py_buffer(bits)])
+    if x.dtype.kind in "OU":
+        return _str_array(*_encode(x.astype(object)))
+    key = f"{x.dtype.kind}{x.dtype.itemsize}"
+    if key not in _PA_TYPES:
+        x, key = x.astype(np.float64 if x.dtype.kind == "f" else np.int64), ("f8" if x.dtype.kind == "f" else "i8")
+    x = np.ascontiguousarray(x)
+    return pa.Array.from_buffers(getattr(pa, _PA_TYPES[key])(), len(x), [None, pa.py_buffer(x)])
+
+
+def _np(col) -> np.ndarray:
+    """A numeric Arrow column without nulls as a numpy array (from its buffers: ``to_numpy``
+    imports pandas)."""
+    chunks = col.chunks if hasattr(col, "chunks") else [col]
+    parts = []
+    for ch in chunks:
+        dt = np.dtype({"double": np.float64, "int64": np.int64, "int32": np.int32}[str(ch.type)])
+        parts.append(np.frombuffer(ch.buffers()[1], dtype=dt)[ch.offset:ch.offset + len(ch)])
+    if not parts:
+        return np.zeros(0)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _str_array(codes: np.ndarray, labels: list):
+    """Strings from (int32 codes, labels), without ``pa.array``."""
+    import pyarrow as pa
+
+    data = [str(x).encode() for x in labels]
+    offsets = np.zeros(len(data) + 1, dtype=np.int32)
+    offsets[1:] = np.cumsum([len(b) for b in data])
+    dictionary = pa.Array.from_buffers(pa.string(), len(data), [None, pa.py_buffer(offsets),
+                                                                  pa.py_buffer(b"".join(data))])
+    return pa.DictionaryArray.from_arrays(_arr(np.asarray(codes, dtype=np.int32)), dictionary).cast(pa.string())
 
 
 def _workload_columns(space: Space) -> dict:
@@ -203,13 +300,13 @@ def chunk_table(space: Space, lo: int, hi: int, res: Mapping):
     n_hw = space.n_hw_points()
     pid = np.arange(lo, hi, dtype=np.int64)
     wl = (pid // n_hw).astype(np.int32)
-    names, arrays = ["point_id"], [pa.array(pid)]
+    names, arrays = ["point_id"], [_arr(pid)]
     for k, vals in _workload_columns(space).items():
         names.append(k)
         if k in _STR_WORKLOAD:
             arrays.append(_str_array(wl, [str(v) for v in vals]))
         else:
-            arrays.append(pa.array(np.asarray(vals, dtype=float if k == "density" else np.int64)[wl]))
+            arrays.append(_arr(np.asarray(vals, dtype=float if k == "density" else np.int64)[wl]))
     hw = hw_columns(space)
     for p, v in hw.items():
         names.append(p)
@@ -217,11 +314,11 @@ def chunk_table(space: Space, lo: int, hi: int, res: Mapping):
             col = v[lo % n_hw:lo % n_hw + (hi - lo)]
         else:
             col = v[pid % n_hw]
-        arrays.append(pa.array(col.tolist() if col.dtype == object else col))
+        arrays.append(_arr(col))
     for c in OUTPUT_COLUMNS:
         names.append(c)
         r = res[c]
-        arrays.append(_str_array(*r) if isinstance(r, tuple) else pa.array(r))
+        arrays.append(_str_array(*r) if isinstance(r, tuple) else _arr(r))
     return pa.Table.from_arrays(arrays, names=names)
 
 
@@ -386,15 +483,15 @@ class _Stream:
         lo = int(table.column("point_id")[0].as_py())
         for wi, a, b in _blocks(self.space, lo, lo + table.num_rows):
             block = table.slice(a - lo, b - a)
-            vals = np.column_stack([block.column(c).to_numpy() * (1.0 if d == "min" else -1.0)
+            vals = np.column_stack([_np(block.column(c)) * (1.0 if d == "min" else -1.0)
                                     for c, d in self.objectives.items()])
             keep = np.flatnonzero(pareto_mask(vals))
-            tab, vals = block.take(pa.array(keep)), vals[keep]
+            tab, vals = block.take(_arr(keep.astype(np.int64))), vals[keep]
             if wi in self.fronts:
                 tab0, vals0 = self.fronts[wi]
                 tab, vals = pa.concat_tables([tab0, tab]), np.concatenate([vals0, vals])
                 m = pareto_mask(vals)
-                tab, vals = tab.filter(pa.array(m)), vals[m]
+                tab, vals = tab.filter(_arr(m)), vals[m]
             self.fronts[wi] = (tab, vals)
 
     def close(self):
@@ -494,7 +591,7 @@ def sweep(space: Space, out: str | Path, *, workers: int = 0, scheduler: Optiona
             n_exec = max(1, sum(client.nthreads().values()))
             executor = f"dask ({n_exec} worker threads)"
         elif workers and workers > 0:
-            n_exec, executor = workers, f"{workers} worker processes"
+            n_exec, executor = workers, f"{workers} worker process{'' if workers == 1 else 'es'}"
         else:
             n_exec, executor = 0, "1 process (in-process)"
         chunk = chunk_size or space.chunk_size or default_chunk(n, n_exec)
@@ -568,17 +665,32 @@ def _run_pool(space, bounds, stream, bar, exact, workers):
         ctx = mp.get_context("fork")
         _SPACES[json.dumps(spec, sort_keys=True, default=str)] = space
         hw_columns(space)
+    base = _Baselines(space)
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
         todo = list(bounds.items())
         running = {}
+
+        def blocked(lo, hi) -> bool:
+            # a chunk whose fp16 baseline rows are being costed right now waits for them (they
+            # were submitted earlier, so they come first anyway), then gets them as seeds
+            for _, a, b in base.needs(lo, hi):
+                if any(rlo < b and a < rhi for _, rlo, rhi in running.values()):
+                    return True
+            return False
+
         while todo or running:
             while todo and len(running) < 2 * workers:  # bounded queue: memory stays flat
-                i, (lo, hi) = todo.pop(0)
-                running[ex.submit(eval_chunk_spec, spec, lo, hi, exact)] = (i, lo, hi)
+                i, (lo, hi) = todo[0]
+                if running and blocked(lo, hi):
+                    break
+                todo.pop(0)
+                running[ex.submit(eval_chunk_spec, spec, lo, hi, exact, base.seeds(lo, hi))] = (i, lo, hi)
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for f in sorted(done, key=lambda f: running[f][0]):
                 i, lo, hi = running.pop(f)
-                stream.add(i, chunk_table(space, lo, hi, f.result()))
+                res = f.result()
+                base.record(lo, hi, res)
+                stream.add(i, chunk_table(space, lo, hi, res))
                 if bar is not None:
                     bar.update(hi - lo)
 
