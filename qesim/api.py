@@ -69,9 +69,11 @@ def _graph_file(model: Any) -> Optional[Path]:
         raise InputError(f"{model}: file not found")
     if not p.is_file():
         return None
+    from qesim.safeio import parse_json
+
     try:
-        head = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError):
+        head = parse_json(p)
+    except InputError:
         return p  # LayerGraph.from_json reports the problem with the file and line
     return p if isinstance(head, dict) and "ops" in head and "model_type" not in head else None
 
@@ -216,7 +218,7 @@ class Estimate:
                  seq_len=g.seq_len, context_len=g.context_len)
         # SFU ops fused into the MPE op that feeds them (policy.sfu_fusion): they have no row of their own
         d["fused_into"] = {g.ops[i].name: g.ops[f.into].name for i, f in fusion_plan(g, self.hw).items()}
-        if self.baseline is not None:  # a quantized setting: the fp16 baseline ran too
+        if not self.from_graph:  # W16A16 is its own baseline: speedup 1.0
             d["fp16_latency_s"] = self.fp16_latency_s
             d["speedup_vs_fp16"] = self.speedup_vs_fp16
         self._dict = d

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
 
 from qesim.errors import InputError
@@ -87,8 +88,50 @@ def _mark_extras(sub, name: str) -> None:
             act.help = (act.help or "") + f" [{subcmd}: needs the '{extra}' extra]"
 
 
+def _int_arg(text: str) -> int:
+    """An integer argument; '1e6' / '2.0' are accepted when they are whole numbers."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        x = float(text)
+    except ValueError:
+        raise ValueError(text) from None
+    if not math.isfinite(x) or not x.is_integer():
+        raise ValueError(text)
+    return int(x)
+
+
+_int_arg.__name__ = "int"
+
+
+def _float_arg(text: str) -> float:
+    """A finite float argument (nan / inf are refused)."""
+    x = float(text)
+    if not math.isfinite(x):
+        raise ValueError(text)
+    return x
+
+
+_float_arg.__name__ = "finite float"
+
+
+class QesimParser(argparse.ArgumentParser):
+    """argparse with one-line errors (``qesim CMD: error: ... (see qesim CMD --help)``), integer
+    arguments that accept ``1e6``, and float arguments that refuse nan/inf."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.register("type", int, _int_arg)
+        self.register("type", float, _float_arg)
+
+    def error(self, message: str):  # noqa: D102 - argparse API
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _build_parser(only: str | None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = QesimParser(
         prog="qesim",
         description="NPU performance simulator for quantized (vision-)language models (Quant Experts).",
         epilog="Commands marked [needs the 'X' extra] import optional packages: pip install 'qesim[X]' "
@@ -152,7 +195,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"qesim: error: command {first!r} needs the Python package {root!r}, which is not "
                   f"installed; install it with: bash scripts/setup.sh", file=sys.stderr)
         return 2
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # usage error (one line, see QesimParser.error) or --help
+        return int(e.code or 0)
     miss = _missing(args)
     if miss is not None:
         words = " ".join(str(v) for v in [args.command] + [v for k, v in vars(args).items()

@@ -204,13 +204,26 @@ def nonfinite_paths(x: Any, prefix: str = "") -> list[str]:
     return sorted(out)
 
 
+def require_finite(obj: Any, what: str = "result") -> None:
+    """InputError naming the first NaN/Infinity inside ``obj``; an entry of a list ``ops`` is named
+    by its op name (``op 'layer.q_proj' (cycles)``)."""
+    bad = nonfinite_paths(obj)
+    if not bad:
+        return
+    named = []
+    for b in bad[:3]:
+        m = re.match(r"^ops\[(\d+)\]\.?(.*)$", b)
+        ops = obj.get("ops") if isinstance(obj, dict) else None
+        if m and isinstance(ops, list) and isinstance(ops[int(m.group(1))], dict) and "name" in ops[int(m.group(1))]:
+            named.append(f"op {ops[int(m.group(1))]['name']!r} ({m.group(2)})")
+        else:
+            named.append(b)
+    raise InputError(f"{what} is not finite at {', '.join(named)}{f' (+{len(bad) - 3} more)' if len(bad) > 3 else ''}: "
+                     "the inputs drive the model out of range (check bandwidths, rates and sizes)")
+
+
 def dumps_finite(obj: Any, what: str = "result", **kw) -> str:
-    """``json.dumps`` that refuses NaN/Infinity with an InputError naming the first offending
-    field (a non-finite result means the input drove the model out of range)."""
-    try:
-        return json.dumps(obj, allow_nan=False, **kw)
-    except ValueError:
-        bad = nonfinite_paths(obj)
-        raise InputError(f"{what} is not finite at {', '.join(bad[:3])}"
-                         f"{f' (+{len(bad) - 3} more)' if len(bad) > 3 else ''}: the inputs drive the model "
-                         "out of range (check bandwidths, rates and sizes)") from None
+    """``json.dumps`` that refuses NaN/Infinity (not JSON) with an InputError naming the first
+    offending field (a non-finite result means the inputs drove the model out of range)."""
+    require_finite(obj, what)
+    return json.dumps(obj, allow_nan=False, **kw)

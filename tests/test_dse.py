@@ -177,6 +177,7 @@ def test_bad_space_via_cli_writes_nothing_and_keeps_old_results(tmp_path, capsys
     good = _write(tmp_path, GOOD)
     out = tmp_path / "out"
     assert main(["sweep", str(good), "--out", str(out), "--quiet"]) == 0
+    assert "wrote " in capsys.readouterr().err  # --quiet silences progress, not the paths written
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     bad = _write(tmp_path, GOOD.replace("hbm.bandwidth_gbps", "hbm.bandwidth_gbs"), "bad.yaml")
     assert main(["sweep", str(bad), "--out", str(out), "--quiet"]) == 2

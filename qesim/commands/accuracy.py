@@ -55,18 +55,48 @@ def _split(s: str) -> list[str]:
     return [x.strip() for x in s.split(",") if x.strip()]
 
 
+ACCURACY_COLUMNS = ("model", "method", "setting", "metric", "value")
+
+
+def check_accuracy_csv(src: Path, flag: str) -> None:
+    """An accuracy.csv to read: readable text with the columns ``model,method,setting,metric,value``
+    and numeric values; InputError naming the flag, file and what is missing."""
+    from qesim.safeio import read_text
+
+    if not src.exists():
+        raise InputError(f"{flag}: {src} not found")
+    rows = list(csv.DictReader(read_text(src, "accuracy CSV").splitlines()))
+    if not rows:
+        raise InputError(f"{flag} {src}: no rows (expected the columns {','.join(ACCURACY_COLUMNS)})")
+    missing = [c for c in ACCURACY_COLUMNS if c not in rows[0]]
+    if missing:
+        raise InputError(f"{flag} {src}: missing column(s) {', '.join(missing)}; an accuracy CSV has "
+                         f"{','.join(ACCURACY_COLUMNS)} (written by `qesim accuracy`)")
+    for i, r in enumerate(rows, start=2):
+        try:
+            float(r["value"])
+        except (TypeError, ValueError):
+            raise InputError(f"{flag} {src}: line {i}: value {r['value']!r} is not a number") from None
+
+
 def run(args) -> int:
+    from qesim.safeio import check_out_dir
+
     if args.speed_from:
         from qesim.eval.speed import write_speed_report
 
         src = Path(args.speed_from)
-        if not src.exists():
-            raise InputError(f"--speed-from: {src} not found")
+        check_accuracy_csv(src, "--speed-from")
+        check_out_dir(args.out)
         paths = write_speed_report(src, Path(args.out), f"qesim accuracy --speed-from {src} --out {args.out}")
         print("wrote " + ", ".join(map(str, paths)), file=sys.stderr)
         return 0
     if args.merge:
+        for src in _split(args.merge):
+            check_accuracy_csv(Path(src), "--merge")
+        check_out_dir(args.out)
         return _merge(args)
+    check_out_dir(args.out)  # before quantizing, not after
     from qesim.quant.methods import ALL_METHODS
     from qesim.quant.primitives import parse_setting
 

@@ -32,6 +32,9 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from qesim.safeio import check_out_file
+
+    check_out_file(args.out)
     from qesim.fidelity.calibrate import run_calibrate
     from qesim.fidelity.kernels import make_predictor
     from qesim.hw.config import OP_CLASSES

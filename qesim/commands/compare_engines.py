@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from qesim.errors import InputError
@@ -49,9 +50,10 @@ def run_all(args) -> int:
     unknown = sorted(set(models) - set(preset_names()))
     if unknown:
         raise InputError(f"unknown model preset(s): {', '.join(unknown)}")
+    from qesim.safeio import check_out_dir
+
+    out = check_out_dir(args.out)
     cases, outs, skipped = sweep(models)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     cases.to_csv(out / "engines.csv", index=False)
     outs.to_csv(out / "engines_outliers.csv", index=False)
     exact = exact_replay_check() if "llama2-7b" in models else None
@@ -76,8 +78,12 @@ def run(args: argparse.Namespace) -> int:
     from qesim.hw.loader import load_hw
     from qesim.report.engines import TOLERANCE_PCT, compare_engines, why
 
+    from qesim.safeio import check_out_dir, dumps_finite
+
     hw = load_hw(args.hw)
     graph = graph_from_args(args)
+    if args.trace:
+        check_out_dir(args.trace, "--trace")  # before the simulation, not after it
     steps = args.max_sim_steps or None
     cmp = compare_engines(graph, hw, max_sim_steps=steps)
     if args.trace:
@@ -90,8 +96,9 @@ def run(args: argparse.Namespace) -> int:
         stem = f"{graph.name}_{hw.name}"
         write_chrome_trace(res, d / f"trace_{stem}.json")
         gantt_png(res, d / f"trace_{stem}.png")
+        print(f"wrote {d / f'trace_{stem}.json'}, {d / f'trace_{stem}.png'}", file=sys.stderr)
     if args.json:
-        print(json.dumps({
+        print(dumps_finite({
             "graph": cmp.graph, "hw": cmp.hw, "analytical_cycles": cmp.analytical_cycles,
             "cycle_cycles": cmp.cycle_cycles, "diff_pct": cmp.diff_pct, "events": cmp.events, "wall_s": cmp.wall_s,
             "ops": cmp.ops.to_dict(orient="records"),

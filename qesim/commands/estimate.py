@@ -100,8 +100,11 @@ def run(args: argparse.Namespace) -> int:
     est = estimate(args.model, args.hw, engine=args.engine, **_workload(args))
     d = est.to_dict()
     hw, graph = est.hw, est.graph
+    from qesim.safeio import dumps_finite, require_finite
+
+    require_finite(d, f"estimate of {graph.name} on {hw.name}")
     if args.json:
-        print(json.dumps(d))
+        print(dumps_finite(d))
         return 0
     print(f"{graph.model} {graph.stage} (batch {graph.batch}, seq {graph.seq_len}, context {graph.context_len}) "
           f"{graph.setting} method={graph.method} on {hw.name} [{args.engine}]")

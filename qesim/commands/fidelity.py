@@ -38,6 +38,9 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from qesim.safeio import check_out_dir
+
+    check_out_dir(args.out)
     from qesim.fidelity.kernels import make_predictor
     from qesim.fidelity.validate import run_validation
     from qesim.hw.loader import load_hw

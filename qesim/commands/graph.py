@@ -17,6 +17,10 @@ from qesim.errors import InputError
 
 
 def _schema(args: argparse.Namespace) -> int:
+    if args.out:
+        from qesim.safeio import check_out_file
+
+        check_out_file(args.out)
     from qesim.graph.ir import graph_json_schema
 
     text = json.dumps(graph_json_schema(), indent=1)
@@ -55,6 +59,10 @@ def _write(path: str, text: str) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
+    if args.out:
+        from qesim.safeio import check_out_file
+
+        check_out_file(args.out)
     from qesim.graph.builders import build_graph
 
     g = build_graph(args.model, stage=args.stage, seq_len=args.seq_len, context_len=args.context, batch=args.batch,

@@ -13,9 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from qesim.errors import InputError
+
+
+#: timed decode steps per request at most (about 8 ms each with the analytical engine); a longer
+#: request samples more sparsely (the step latency is piecewise linear in the context, see
+#: qesim.perf.inference)
+MAX_DECODE_SAMPLES = 64
 
 
 def register(sub) -> None:
@@ -47,10 +54,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--sample-every must be >= 1")
     if args.report:
         from qesim.report.inference import render_markdown, request_rows
+        from qesim.safeio import check_out_dir
 
+        out = check_out_dir(args.out)  # before the report's runs, not after them
         df = request_rows(sample_every=args.sample_every)
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
         df.to_csv(out / "inference.csv", index=False)
         (out / "inference.md").write_text(render_markdown(df, args.sample_every))
         print(f"{len(df)} requests; wrote {out / 'inference.md'}, {out / 'inference.csv'}")
@@ -65,11 +72,26 @@ def run(args: argparse.Namespace) -> int:
 
     hw = load_hw(args.hw)
     reqs = [parse_request(r) for r in (args.request or ["128,512", "128,1536", "512,512"])]
-    res = [request_latency(args.model, hw, setting=args.setting, method=args.method, prefill=s, decode=n,
-                           batch=args.batch, density=args.density, kv_bits=args.kv_bits, engine=args.engine,
-                           sample_every=args.sample_every) for s, n in reqs]
+    from qesim.graph.ir import MAX_CONTEXT
+
+    for s, n in reqs:
+        if s + n > MAX_CONTEXT:
+            raise InputError(f"--request {s},{n}: prefill + decode = {s + n} tokens exceeds the KV-cache limit of "
+                             f"{MAX_CONTEXT} (qesim.graph.ir.MAX_CONTEXT)")
+    res = []
+    for s, n in reqs:
+        # work bounded by the input: at most MAX_DECODE_SAMPLES timed decode steps per request
+        k = max(args.sample_every, -(-max(n - 1, 1) // (MAX_DECODE_SAMPLES - 1)))
+        if k != args.sample_every:
+            print(f"note: request [{s}, {n}]: decode steps sampled every {k} (not {args.sample_every}) to time at "
+                  f"most {MAX_DECODE_SAMPLES} steps", file=sys.stderr)
+        res.append(request_latency(args.model, hw, setting=args.setting, method=args.method, prefill=s, decode=n,
+                                   batch=args.batch, density=args.density, kv_bits=args.kv_bits, engine=args.engine,
+                                   sample_every=k))
     if args.json:
-        print(json.dumps({"requests": [r.to_dict() for r in res]}))
+        from qesim.safeio import dumps_finite
+
+        print(dumps_finite({"requests": [r.to_dict() for r in res]}))
         return 0
     r0 = res[0]
     print(f"{args.model} {r0.setting} method={r0.method} batch {args.batch} on {hw.name} [{args.engine}]")

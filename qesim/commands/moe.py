@@ -36,6 +36,9 @@ def register(sub) -> None:
 
 
 def _speedup(args) -> int:
+    from qesim.safeio import check_out_dir
+
+    check_out_dir(args.out)
     from qesim.report.moe import write_moe_speedup_report
 
     paths = write_moe_speedup_report(args.out, tuple(args.hw or ("qe-paper-npu", "flightllm-u280")))
@@ -45,6 +48,9 @@ def _speedup(args) -> int:
 
 
 def _veq(args) -> int:
+    from qesim.safeio import check_out_dir
+
+    check_out_dir(args.out)  # before the experiment, not after it
     import torch
 
     from qesim.report.veq import write_veq_report
@@ -73,8 +79,27 @@ def simulate_touched(experts: int, top_k: int, tokens: int, trials: int, seed: i
     return tot / trials
 
 
+#: work bound of `moe touched` (trials x tokens x experts random keys): about a second
+MAX_TOUCHED_WORK = 5 * 10**7
+
+
 def _touched(args) -> int:
+    from qesim.errors import InputError
     from qesim.perf.model import expected_touched
+
+    if not 1 <= args.experts <= 2**16:
+        raise InputError(f"--experts must be in 1..65536 (got {args.experts})")
+    if not 1 <= args.top_k <= args.experts:
+        raise InputError(f"--top-k must be in 1..--experts = 1..{args.experts} (got {args.top_k})")
+    bad = [s for s in args.tokens if s < 1]
+    if bad:
+        raise InputError(f"--tokens must be >= 1 (got {bad[0]})")
+    if args.trials < 1:
+        raise InputError(f"--trials must be >= 1 (got {args.trials})")
+    work = args.trials * max(args.tokens) * args.experts
+    if work > MAX_TOUCHED_WORK:
+        raise InputError(f"--trials x --tokens x --experts = {work:.3g} random draws exceeds the limit of "
+                         f"{MAX_TOUCHED_WORK:.0e}; lower --trials")
 
     print(f"{'tokens':>6} {'model':>9} {'simulated':>9}")
     for s in args.tokens:

@@ -42,6 +42,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from qesim.safeio import check_out_dir
+
+    check_out_dir(args.out)  # before the experiment, not after it
     import torch
 
     from qesim.eval.data import lm_splits

@@ -38,6 +38,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from qesim.safeio import check_out_file
+
+    check_out_file(args.export, "--export")  # before quantizing, not after
     from qesim.quant.methods import ALL_METHODS
     from qesim.quant.primitives import parse_setting
 

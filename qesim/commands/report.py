@@ -37,11 +37,9 @@ def run(args: argparse.Namespace) -> int:
     from qesim.hw.loader import load_hw
     from qesim.report.html import build_report
 
-    out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"--out {out}: cannot create directory ({e.strerror})") from None
+    from qesim.safeio import check_out_dir
+
+    out = check_out_dir(args.out)
     load_hw(args.table8_hw)
     load_hw(args.hw)
     get_spec(args.model)
@@ -54,6 +52,5 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--accuracy {args.accuracy}: file not found")
     path = build_report(out, sweep, table8_hw=args.table8_hw, dse_hw=args.hw, model=args.model,
                         accuracy_csv=args.accuracy)
-    if not args.quiet:
-        print(f"wrote {path}", file=sys.stderr)
+    print(f"wrote {path}", file=sys.stderr)  # also under --quiet: it silences progress only
     return 0

@@ -8,6 +8,7 @@ other reference config) and DIR/table8_decode.csv, DIR/table8_sensitivity.csv; p
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from qesim.errors import InputError
@@ -79,11 +80,9 @@ def run(args: argparse.Namespace) -> int:
     hw = load_hw(args.hw)
     other_name = "flightllm-u280" if hw.name != "flightllm-u280" else "qe-paper-npu"
     other = load_hw(other_name)
-    out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"--out {out}: cannot create directory ({e.strerror})") from None
+    from qesim.safeio import check_out_dir
+
+    out = check_out_dir(args.out)  # '' would silently mean the current directory
 
     main = reproduce(hw)
     decode = reproduce(hw, stage="decode", tokens=1)
@@ -150,4 +149,6 @@ def run(args: argparse.Namespace) -> int:
     (out / "table8.md").write_text(text)
     if not args.quiet:
         print(text)
+    print("wrote " + ", ".join(str(out / f) for f in ("table8.md", "table8.csv", "table8_decode.csv",
+                                                        "table8_sensitivity.csv")), file=sys.stderr)
     return 0

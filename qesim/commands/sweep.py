@@ -67,7 +67,12 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--workers and --scheduler are exclusive (Dask workers are set up on the cluster)")
     if args.chunk_size is not None and args.chunk_size < 1:
         raise InputError(f"--chunk-size must be >= 1 (got {args.chunk_size})")
+    from qesim.safeio import check_out_dir
+
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise InputError(f"--out {args.out}: exists and is not a directory")
     space = load_space(args.space)  # all validation happens before anything is written
+    check_out_dir(args.out)
     log = None if args.quiet else (lambda m: print(m, file=sys.stderr))
     res = sweep(space, args.out, workers=args.workers, scheduler=args.scheduler, resume=args.resume,
                 quiet=args.quiet, chunk_size=args.chunk_size, exact=args.exact, log=log)
@@ -81,4 +86,6 @@ def run(args: argparse.Namespace) -> int:
               f"evaluating + writing {tm['run_s']:.2f} s, Parquet writes {tm['write_s']:.2f} s, Pareto "
               f"{tm['pareto_s']:.2f} s) -> {out / 'sweep.parquet'}; {res.fronts.num_rows} on the "
               f"latency/SRAM/MPE Pareto fronts -> {out / 'pareto.csv'}", file=sys.stderr)
+    else:
+        print(f"wrote {out / 'sweep.parquet'}, {out / 'pareto.csv'}", file=sys.stderr)
     return 0

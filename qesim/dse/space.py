@@ -62,6 +62,10 @@ WORKLOAD_FIELDS = ("model", "setting", "method", "stage", "seq_len", "context_le
 WORKLOAD_DEFAULTS = dict(model="qwen2vl-7b", setting="W16A16", method="none", stage="prefill", seq_len=128,
                          context_len=0, batch=1, density=1.0)
 PSEUDO_AXES = ("scale.macs", "scale.buffers")
+#: values of one hardware axis, and points of a whole space, at most (a grid beyond them is refused
+#: before anything is enumerated; the robust helper's bound, issue 12)
+MAX_AXIS_VALUES = 10_000
+MAX_POINTS = 10**8
 _SPACE_KEYS = ("name", "base", "sampling", "samples", "seed", "chunk_size", "hw", "workload", "scenarios",
                "description")
 
@@ -319,11 +323,15 @@ def _range(spec: dict, path: str, base_val: Any, src: str, sampling: str) -> Axi
         num = spec["num"]
         if isinstance(num, bool) or not isinstance(num, int) or num < 1:
             raise _fail(src, where, f"num must be an integer >= 1 (got {num!r})")
+        if num > MAX_AXIS_VALUES:
+            raise _fail(src, where, f"num {num} exceeds the limit of {MAX_AXIS_VALUES} values per axis")
         vals = np.geomspace(lo, hi, num) if scale == "log" else np.linspace(lo, hi, num)
     elif "step" in spec:
         step = spec["step"]
         if isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0:
             raise _fail(src, where, f"step must be a number > 0 (got {step!r})")
+        if (hi - lo) / step + 1 > MAX_AXIS_VALUES:
+            raise _fail(src, where, f"{(hi - lo) / step + 1:.3g} values exceed the limit of {MAX_AXIS_VALUES} per axis")
         vals = np.arange(lo, hi + step * 1e-9, step)
     else:
         raise _fail(src, where, "a range on a grid needs 'num' or 'step'")
@@ -450,6 +458,8 @@ def space_from_dict(data: dict, src: str = "space", base: Optional[HardwareConfi
 
     if not isinstance(data, dict) or not ("space" in data or "sweep" in data):
         raise InputError(f"{src}: expected a top-level 'space:' mapping")
+    if "space" in data and "sweep" in data:
+        raise _fail(src, "sweep", "both 'space:' and its alias 'sweep:' are given; keep one")
     top_extra = set(data) - {"space", "sweep"}
     if top_extra:
         raise _fail(src, sorted(top_extra)[0], "unknown top-level key (a space file has only 'space:')")
@@ -479,8 +489,11 @@ def space_from_dict(data: dict, src: str = "space", base: Optional[HardwareConfi
     samples = raw.get("samples", 0 if sampling == "grid" else None)
     if sampling == "random" and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1):
         raise _fail(src, "space.samples", f"random sampling needs samples: an integer >= 1 (got {samples!r})")
+    if sampling == "grid" and "samples" in raw:
+        raise _fail(src, "space.samples", f"applies to sampling: random only (a grid has every combination; "
+                    f"got samples: {raw['samples']!r})")
     chunk = raw.get("chunk_size", 0)
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 0:
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 0 or ("chunk_size" in raw and chunk < 1):
         raise _fail(src, "space.chunk_size", f"must be an integer >= 1 (got {chunk!r})")
     hw = raw.get("hw") or {}
     if not isinstance(hw, dict):
@@ -501,8 +514,23 @@ def space_from_dict(data: dict, src: str = "space", base: Optional[HardwareConfi
             for v in (ax.lo, ax.hi):  # field constraints are intervals: checking the ends suffices
                 _check_value(base, path, int(round(v)) if ax.integer else v, src)
         axes.append(ax)
+    n_hw = samples if sampling == "random" else 1
+    for a in axes:
+        if a.values is not None and len(a.values) > MAX_AXIS_VALUES:
+            raise _fail(src, f"space.hw.{a.path}", f"{len(a.values)} values exceed the limit of {MAX_AXIS_VALUES} per axis")
+        if sampling == "grid":
+            n_hw *= len(a.values)
+    if n_hw > MAX_POINTS:
+        raise _fail(src, "space.hw", f"the grid has {n_hw:.3g} hardware points, above the limit of {MAX_POINTS:.0e} "
+                    "points; use fewer values or sampling: random")
     workloads = _workloads(raw, src)
-    name = raw.get("name") or Path(src).stem
+    if n_hw * len(workloads) > MAX_POINTS:
+        raise _fail(src, "space", f"{n_hw} hardware points x {len(workloads)} workloads = {n_hw * len(workloads):.3g} "
+                    f"points, above the limit of {MAX_POINTS:.0e}")
+    name = raw.get("name")
+    if name is not None and not isinstance(name, str):
+        raise _fail(src, "space.name", f"must be a string (got {name!r})")
+    name = name or Path(src).stem
     from qesim.graph.presets import preset_names
 
     presets = set(preset_names())

@@ -174,6 +174,8 @@ def build_graph(
     if input_scaling is None:
         input_scaling = attach and method.lower() in INPUT_SCALING_METHODS
     scaling = bool(input_scaling) and not qs.is_fp16
+    if qs.is_fp16:
+        method = "none"  # nothing is quantized, so no method's adapters are attached: say so
     overrides = dict(linear_overrides or {})
     dens = parse_density(density)
     per_linear = dens if isinstance(dens, dict) else {}

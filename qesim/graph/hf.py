@@ -279,12 +279,9 @@ def read_hf_config(source: str | Path) -> tuple[dict, str]:
     if not f.is_file():
         where = f"{f.parent} holds no config.json" if Path(str(source)).is_dir() else f"{f}: file not found"
         raise InputError(where)
-    try:
-        raw = json.loads(f.read_text())
-    except OSError as e:
-        raise InputError(f"{f}: cannot read ({e.strerror})") from None
-    except json.JSONDecodeError as e:
-        raise InputError(f"{f}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    from qesim.safeio import parse_json
+
+    raw = parse_json(f, "HF config.json")
     if not isinstance(raw, dict):
         raise InputError(f"{f}: expected a JSON object (an HF config), got {type(raw).__name__}")
     if "ops" in raw and "schema_version" in raw:
