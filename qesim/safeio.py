@@ -153,16 +153,27 @@ def parse_yaml(path: str | Path, what: str = "YAML file") -> Any:
 
 
 # ----------------------------------------------------------------------------- outputs
-def check_out_dir(path: str | Path, flag: str = "--out") -> Path:
+def check_out_dir(path: str | Path, flag: str = "--out", create: bool = True) -> Path:
     """Create (or accept) an output directory and check it is writable, before any work.
 
-    An empty path is refused (it would silently mean the current directory)."""
+    An empty path is refused (it would silently mean the current directory). With
+    ``create=False`` nothing is created: the directory, or its nearest existing parent, must be a
+    writable directory."""
     s = str(path)
     if not s.strip():
         raise InputError(f"{flag}: empty path; give a directory (e.g. {flag} reports)")
     p = Path(s)
     if p.exists() and not p.is_dir():
         raise InputError(f"{flag} {p}: exists and is not a directory")
+    if not create:
+        anc = p.absolute()
+        while not anc.exists():
+            anc = anc.parent
+        if not anc.is_dir():
+            raise InputError(f"{flag} {p}: {anc} is not a directory")
+        if not os.access(anc, os.W_OK | os.X_OK):
+            raise InputError(f"{flag} {p}: {anc} is not writable")
+        return p
     try:
         p.mkdir(parents=True, exist_ok=True)
     except OSError as e:

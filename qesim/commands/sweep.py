@@ -69,10 +69,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--chunk-size must be >= 1 (got {args.chunk_size})")
     from qesim.safeio import check_out_dir
 
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        raise InputError(f"--out {args.out}: exists and is not a directory")
+    check_out_dir(args.out, create=False)  # nothing is written before the space is checked
     space = load_space(args.space)  # all validation happens before anything is written
-    check_out_dir(args.out)
     log = None if args.quiet else (lambda m: print(m, file=sys.stderr))
     res = sweep(space, args.out, workers=args.workers, scheduler=args.scheduler, resume=args.resume,
                 quiet=args.quiet, chunk_size=args.chunk_size, exact=args.exact, log=log)
