@@ -197,8 +197,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         args = parser.parse_args(argv)
-    except SystemExit as e:  # usage error (one line, see QesimParser.error) or --help
-        return int(e.code or 0)
+    except SystemExit as e:  # a usage error (one line, see QesimParser.error) is an exit status
+        if not e.code:
+            raise  # --help
+        return int(e.code)
     miss = _missing(args)
     if miss is not None:
         words = " ".join(str(v) for v in [args.command] + [v for k, v in vars(args).items()
