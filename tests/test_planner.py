@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from qesim.perf.planner import GemmProblem, candidates, evaluate, plan_cost, plan_gemm, tiling_fits
+from qesim.perf.planner import GemmProblem, _dim, evaluate, plan_cost, plan_gemm, tiling_fits
 
 
 def _prob(M, K, N, **kw):
@@ -48,14 +48,21 @@ def test_planner_matches_brute_force(M, K, N, buf, db, bpc):
     assert cyc == pytest.approx(bf[1], rel=1e-9)
 
 
-def test_candidates_cover_every_tile_count():
-    for d in (1, 7, 24, 60):
-        c = set(candidates(d, 4).tolist())
-        for j in range(1, d + 1):
-            assert -(-d // j) in c
-    assert list(candidates(24, 4)) == list(range(1, 25))
-    big = candidates(18944, 2)
-    assert len(big) < 80 and 18944 in big
+def test_every_tile_count_is_covered():
+    """Every tile count ceil(d/j) of a dimension is searched, with its smallest tile (the easiest to fit)
+    and its least-padded tile (no tile of that count pads less)."""
+    for d, p in ((1, 4), (7, 4), (24, 4), (60, 4), (3584, 16), (18944, 2), (18944, 8)):
+        t = _dim(d, p)
+        assert t.counts.tolist() == sorted({-(-d // j) for j in range(1, d + 1)})
+        tiles = np.arange(1, d + 1)
+        for i, c in enumerate(t.counts.tolist()):
+            row = t.opt[i][t.opt[i] > 0]
+            same = tiles[-(-d // tiles) == c]
+            assert row[0] == same[0] == -(-d // c)
+            assert all(-(-d // x) == c for x in row.tolist())
+            assert t.P[t.best[i]] == t.P[same].min()
+    big = _dim(18944, 2)
+    assert len(big.counts) > 250 and 18944 in big.best  # no thinning: ~2 sqrt(d) counts
 
 
 def test_weights_read_once_when_panel_fits():

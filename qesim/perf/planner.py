@@ -1,42 +1,75 @@
 """Tiling planner for a GEMM y[M,N] = x[M,K] W[K,N] on a buffered, double-buffered engine.
 
-The planner searches tile sizes (tm, tk, tn) and the outer loop order, keeps the tilings whose
-tiles fit the on-chip buffers, and returns the one with the least off-chip traffic, and among
-those the fewest pipeline cycles, then the fewest steps. Traffic first (as accelerator compilers
-and Timeloop's energy objective do) keeps the plan independent of bandwidth and guarantees the
-invariants "a bigger buffer never more traffic" and "more bandwidth never slower". The reduction dimension k is always innermost, so an output
-tile accumulates on chip and is written once.
+The planner chooses tile sizes (tm, tk, tn) and the outer loop order among the tilings whose tiles
+fit the on-chip buffers: the least off-chip traffic (relative tolerance 1e-9), then the fewest
+pipeline cycles (relative tolerance 1e-12), then the fewest steps, then the least padded MACs,
+then the first in (order, tm, tk, tn) with m_outer before n_outer. Traffic first (as accelerator
+compilers and Timeloop's energy objective do) keeps the plan independent of bandwidth and
+guarantees the invariants "a bigger buffer never more traffic" and "more bandwidth never slower".
+The reduction dimension k is always innermost, so an output tile accumulates on chip and is
+written once. The search is exact: it returns the optimum over every (tm, tk, tn) in
+[1, M] x [1, K] x [1, N] and both orders (``tests/test_planner*.py`` check it against brute force).
 
-Off-chip traffic of a tiling (bytes):
-- ``m_outer`` (for m-tile: for n-tile: for k-tile): W is re-read once per m-tile unless it is a
+Rules (each written once, below):
+- fits (``_fits``): tk*tn*w_bytes_per_elem, tm*tk*a_bytes_per_elem and tm*tn*ACC_BYTES, each x2 if
+  double-buffered, within the weight, activation and output buffers (bytes).
+- re-reads (``_reads``), off-chip traffic in bytes:
+  ``m_outer`` (for m-tile: for n-tile: for k-tile): W is re-read once per m-tile unless it is a
   single resident tile (nk = nn = 1); x is read once if its row panel stays on chip (nk = 1),
   else once per n-tile.
-- ``n_outer`` (for n-tile: for m-tile: for k-tile): W is read once if its column panel stays on
+  ``n_outer`` (for n-tile: for m-tile: for k-tile): W is read once if its column panel stays on
   chip (nk = 1), else once per m-tile; x is read once if it is a single resident tile
-  (nk = nm = 1), else once per n-tile.
-- y is written once.
+  (nk = nm = 1), else once per n-tile. y is written once.
+- padding (``_pad``): MACs padded to the engine's spatial array (pm, pk, pn) per tile.
+- cycles (``_cycles``): memory time of the traffic on its memory channel(s), compute = padded MACs
+  at the MAC rate (+ tiling-independent cycles), combined by ``qesim.perf.timing.pipeline_cycles``.
 
-Compute: MACs padded to the engine's spatial array (m, k, n) per tile, at the MAC rate of the
-operand precisions. Units: elements, bits, bytes, cycles.
+Why the search is exact without a 3-D mesh. A dimension d cut into tiles of t has the tile count
+n = ceil(d/t); traffic depends only on the counts (and on nk = 1), the buffer needs grow with each
+tile size, and the padded extent P(t) and the steps nm*nk*nn are the only other terms. So:
+1. Within one count, a smaller tile with no more padding needs less buffer and costs the same
+   steps and traffic: only the tiles whose padding is a strict running minimum from the smallest
+   tile of the count (``_Dim.opt``: the smallest tile ceil(d/n), ..., an array-aligned tile) can win.
+2. The traffic classes are: nk > 1 with counts (nm, nn) (same traffic in both orders, so only
+   m_outer can win); nk = 1 with m_outer and nn = 1 (W + x once, any tm), m_outer and nn > 1
+   (nm reads of W), n_outer and nm = 1 (W + x once, any tn) and n_outer and nm > 1 (nn reads of x).
+   A count that the traffic of a class does not depend on is *free* (k for nk > 1; m or n in the
+   nk = 1 classes; n too when x is on chip).
+3. Least traffic per design point: the smallest tiles of each count fit best, so for every count
+   of one dimension the least count of the other follows in closed form from the buffers.
+4. Among the least-traffic classes, cycles: fixed counts take every tile of (1); a free dimension
+   takes, per count, its least-padded tile that fits (the other tiles of the count have the same
+   steps and more padding), i.e. every count of the dimension, plus the best tile of the count the
+   buffer cuts into (``_Dim.best_steps``). With compute hidden the cycles of a class are its
+   memory time, so only the fewest steps matter and that one lookup is the whole search.
+Buffers, MAC rates and bandwidths are per point (arrays); the per-dimension tables depend only on
+(d, array width) and are cached.
+
+Units: elements, bytes, cycles, MAC/cycle, bytes/cycle.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import lru_cache
 
 import numpy as np
 
 from qesim.perf.schedule import TilePlan
+from qesim.perf.timing import pipeline_cycles
 
-EXHAUSTIVE_DIM = 64  # dimensions up to this size are searched exhaustively
 ACC_BYTES = 4  # accumulator bytes per output element held on chip (int32 / fp32)
+BYTES_RTOL = 1e-9  # traffic within this relative tolerance of the least counts as least
+CYCLES_RTOL = 1e-12  # cycles within this relative tolerance of the fewest count as fewest
+ORDERS = ("m_outer", "n_outer")
+CHUNK_CELLS = 1 << 18  # (point, candidate) cells evaluated at once: bounds memory, keeps arrays in cache
 
 
+# ----------------------------------------------------------------------------- problem types
 @dataclass(frozen=True)
-class GemmProblem:
-    """Everything the planner needs (hashable, so plans are cached)."""
+class GemmSpec:
+    """The structure of one GEMM call (hashable; no per-design-point numbers)."""
 
     M: int
     K: int
@@ -46,174 +79,21 @@ class GemmProblem:
     o_bytes_total: float  # output bytes written off-chip per call (0 if on chip)
     x_offchip: bool  # x is read from off-chip memory
     extra_bytes: float  # bytes loaded once per call independent of tiling (adapters, scales)
-    w_buf: int
-    a_buf: int
-    o_buf: int
     double_buffered: bool
-    pm: int
+    pm: int  # array granule (elements) along m, k, n
     pk: int
     pn: int
-    macs_per_cycle: float
-    extra_cycles: float  # compute cycles independent of tiling (adapters, router)
-    compute_hidden: bool
-    w_bpc: float  # bytes/cycle of the memory holding weights
-    a_bpc: float  # bytes/cycle of the memory holding activations
+    compute_hidden: bool  # compute counts 0 cycles (idealised MPE)
     same_memory: bool  # weights and activations share one memory channel
-    mode: str
+    mode: str  # "mm" | "mv"
 
 
-def _pad(d: np.ndarray | int, t: np.ndarray, p: int) -> np.ndarray:
-    """Padded extent of dimension d cut into tiles of t, each padded to a multiple of p."""
-    full = d // t
-    rem = d - full * t
-    return full * (np.ceil(t / p) * p) + np.ceil(rem / p) * p
+_POINT_FIELDS = ("w_buf", "a_buf", "o_buf", "macs_per_cycle", "extra_cycles", "w_bpc", "a_bpc")
 
 
-def candidates(d: int, p: int, cap: int = 40) -> np.ndarray:
-    """Tile sizes worth trying for a dimension of extent d on an array of width p.
-
-    Every size for d <= EXHAUSTIVE_DIM (the search is then exact); otherwise all distinct
-    ceil(d/j) (every tile count) and every multiple of p up to d, thinned to a geometric subset of
-    about ``cap`` values for large d (a heuristic: edge-tile padding can differ by a few %).
-    """
-    if d <= EXHAUSTIVE_DIM:
-        return np.arange(1, d + 1, dtype=np.int64)
-    vals = {d}
-    j = 1
-    while True:
-        v = -(-d // j)
-        vals.add(v)
-        if v <= 1:
-            break
-        j = max(j + 1, -(-d // (v - 1)))
-    vals.update(range(p, d + 1, p))
-    arr = np.array(sorted(vals), dtype=np.int64)
-    if len(arr) > cap:
-        idx = np.unique(np.round(np.geomspace(1, len(arr), cap)).astype(np.int64) - 1)
-        keep = set(arr[idx].tolist())
-        keep.update(v for v in arr.tolist() if v % p == 0 and (v & (v - 1)) == 0)  # p * 2^i
-        keep.update({d, -(-d // 2), -(-d // 4)})
-        arr = np.array(sorted(keep), dtype=np.int64)
-    return arr
-
-
-def evaluate(prob: GemmProblem, tm, tk, tn, order: str):
-    """Vectorised cost of tilings: (cycles, bytes, steps, fits). Arrays broadcast together."""
-    M, K, N = prob.M, prob.K, prob.N
-    nm = np.ceil(M / tm)
-    nk = np.ceil(K / tk)
-    nn = np.ceil(N / tn)
-    db = 2 if prob.double_buffered else 1
-    fits = (
-        (tk * tn * prob.w_bytes_per_elem * db <= prob.w_buf)
-        & (tm * tk * prob.a_bytes_per_elem * db <= prob.a_buf)
-        & (tm * tn * ACC_BYTES * db <= prob.o_buf)
-    )
-    if order == "m_outer":
-        w_reads = np.where((nk == 1) & (nn == 1), 1.0, nm)
-        x_reads = np.where(nk == 1, 1.0, nn)
-    else:
-        w_reads = np.where(nk == 1, 1.0, nm)
-        x_reads = np.where((nk == 1) & (nm == 1), 1.0, nn)
-    w_bytes = w_reads * (K * N * prob.w_bytes_per_elem)
-    x_bytes = x_reads * (M * K * prob.a_bytes_per_elem) if prob.x_offchip else 0.0 * w_reads
-    a_bytes = x_bytes + prob.o_bytes_total
-    if prob.same_memory:
-        mem = (w_bytes + a_bytes + prob.extra_bytes) / prob.w_bpc
-    else:
-        mem = np.maximum((w_bytes + prob.extra_bytes) / prob.w_bpc, a_bytes / prob.a_bpc)
-    padded = _pad(M, tm, prob.pm) * _pad(K, tk, prob.pk) * _pad(N, tn, prob.pn)
-    comp = 0.0 * mem if prob.compute_hidden else padded / prob.macs_per_cycle + prob.extra_cycles
-    steps = nm * nk * nn
-    if prob.double_buffered:
-        cyc = np.maximum(mem, comp) + np.minimum(mem, comp) / steps
-    else:
-        cyc = mem + comp
-    total_bytes = w_bytes + a_bytes + prob.extra_bytes
-    return cyc, total_bytes, steps, fits
-
-
-def _better(a: tuple, b: tuple) -> bool:
-    """Lexicographic (bytes, cycles) with a relative tolerance for float noise."""
-    if a[0] < b[0] * (1 - 1e-9):
-        return True
-    if b[0] < a[0] * (1 - 1e-9):
-        return False
-    return a[1] < b[1]
-
-
-@lru_cache(maxsize=16384)
-def plan_gemm(prob: GemmProblem) -> TilePlan:
-    """Best tiling of ``prob`` over the candidate grid (see module docstring)."""
-    cm = candidates(prob.M, prob.pm)
-    ck = candidates(prob.K, prob.pk)
-    cn = candidates(prob.N, prob.pn)
-    tm, tk, tn = np.meshgrid(cm, ck, cn, indexing="ij")
-    best = None
-    for order in ("m_outer", "n_outer"):
-        cyc, byt, steps, fits = evaluate(prob, tm, tk, tn, order)
-        if not fits.any():
-            continue
-        byt = np.broadcast_to(byt, fits.shape).ravel()
-        cyc = np.broadcast_to(cyc, fits.shape).ravel()
-        stp = np.broadcast_to(steps, fits.shape).ravel()
-        key = np.where(fits.ravel(), byt, np.inf)
-        mn = key.min()
-        cand = np.flatnonzero(key <= mn * (1 + 1e-9))  # least off-chip traffic ...
-        c = cyc[cand]
-        cand = cand[c <= c.min() * (1 + 1e-12)]  # ... then fewest cycles ...
-        i = cand[np.argmin(stp[cand])]  # ... then fewest steps
-        rec = (float(byt[i]), float(cyc[i]), order, i)
-        if best is None or _better(rec, best):
-            best = rec
-    if best is None:
-        # nothing fits even at the smallest tiles: fall back to the array granule and report it
-        t = (min(prob.M, prob.pm), min(prob.K, prob.pk), min(prob.N, prob.pn))
-        return TilePlan(prob.mode, *t, "m_outer", math.ceil(prob.M / t[0]), math.ceil(prob.K / t[1]),
-                        math.ceil(prob.N / t[2]))
-    _, _, order, i = best
-    a, b, c = np.unravel_index(i, tm.shape)
-    tmv, tkv, tnv = int(cm[a]), int(ck[b]), int(cn[c])
-    return TilePlan(prob.mode, tmv, tkv, tnv, order, math.ceil(prob.M / tmv), math.ceil(prob.K / tkv),
-                    math.ceil(prob.N / tnv))
-
-
-def tiling_fits(prob: GemmProblem, plan: TilePlan) -> bool:
-    db = 2 if prob.double_buffered else 1
-    return (plan.tk * plan.tn * prob.w_bytes_per_elem * db <= prob.w_buf
-            and plan.tm * plan.tk * prob.a_bytes_per_elem * db <= prob.a_buf
-            and plan.tm * plan.tn * ACC_BYTES * db <= prob.o_buf)
-
-
-def plan_cost(prob: GemmProblem, plan: TilePlan) -> tuple[float, float, float, float]:
-    """(cycles, total bytes, weight+x bytes split is internal) for a chosen plan.
-
-    Returns (cycles, bytes, mpe_cycles, steps)."""
-    cyc, byt, steps, _ = evaluate(prob, np.array(plan.tm), np.array(plan.tk), np.array(plan.tn), plan.order)
-    padded = _pad(prob.M, np.array(plan.tm), prob.pm) * _pad(prob.K, np.array(plan.tk), prob.pk) * _pad(
-        prob.N, np.array(plan.tn), prob.pn)
-    mpe = float(padded / prob.macs_per_cycle + prob.extra_cycles)
-    return float(cyc), float(byt), mpe, float(steps)
-
-
-def traffic(prob: GemmProblem, plan: TilePlan) -> tuple[float, float]:
-    """(weight bytes, x bytes) per call of the chosen plan (excludes output and extras)."""
-    M, K, N = prob.M, prob.K, prob.N
-    if plan.order == "m_outer":
-        w_reads = 1 if (plan.nk == 1 and plan.nn == 1) else plan.nm
-        x_reads = 1 if plan.nk == 1 else plan.nn
-    else:
-        w_reads = 1 if plan.nk == 1 else plan.nm
-        x_reads = 1 if (plan.nk == 1 and plan.nm == 1) else plan.nn
-    w = w_reads * K * N * prob.w_bytes_per_elem
-    x = x_reads * M * K * prob.a_bytes_per_elem if prob.x_offchip else 0.0
-    return w, x
-
-
-# ----------------------------------------------------------------------------- over points (interim)
 @dataclass(frozen=True)
-class GemmSpec:
-    """Structural description of one GEMM (no per-point numbers: buffers and rates are per point)."""
+class GemmProblem:
+    """One GEMM on one design point: a :class:`GemmSpec` plus the point's numbers (hashable)."""
 
     M: int
     K: int
@@ -223,249 +103,551 @@ class GemmSpec:
     o_bytes_total: float
     x_offchip: bool
     extra_bytes: float
+    w_buf: int  # bytes
+    a_buf: int
+    o_buf: int
     double_buffered: bool
     pm: int
     pk: int
     pn: int
+    macs_per_cycle: float  # MAC/cycle (already divided by the kept fraction for sparsity)
+    extra_cycles: float  # compute cycles independent of tiling (adapters, router)
     compute_hidden: bool
+    w_bpc: float  # bytes/cycle of the memory holding weights
+    a_bpc: float  # bytes/cycle of the memory holding activations
     same_memory: bool
     mode: str
+
+    def spec(self) -> GemmSpec:
+        return GemmSpec(**{f.name: getattr(self, f.name) for f in fields(GemmSpec)})
+
+    def point(self) -> dict:
+        """The per-point keyword arguments of :func:`plan_points`."""
+        return {k: getattr(self, k) for k in _POINT_FIELDS}
 
 
 @dataclass
 class PlanArrays:
-    """The planner's choice at n points (arrays of length n)."""
+    """The planner's choice per design point (numpy arrays of length n)."""
 
-    tm: np.ndarray
+    tm: np.ndarray  # int64 tile sizes (elements)
     tk: np.ndarray
     tn: np.ndarray
-    nm: np.ndarray
+    nm: np.ndarray  # int64 tile counts
     nk: np.ndarray
     nn: np.ndarray
-    order: np.ndarray  # 0 = m_outer, 1 = n_outer
-    w_bytes: np.ndarray
-    x_bytes: np.ndarray
-    padded_macs: np.ndarray
-    steps: np.ndarray
-    fits: np.ndarray
+    order: np.ndarray  # int8: 0 = m_outer, 1 = n_outer
+    w_bytes: np.ndarray  # float64 weight traffic per call (bytes; excl. output and extras)
+    x_bytes: np.ndarray  # float64 input traffic per call (bytes)
+    padded_macs: np.ndarray  # float64 MACs padded to the array
+    steps: np.ndarray  # float64 tile steps nm*nk*nn
+    fits: np.ndarray  # bool: False where nothing fits and the array-granule fallback is used
     mode: str = "mm"
 
+    def __len__(self) -> int:
+        return len(self.tm)
+
     def tile_plan(self, i: int) -> TilePlan:
-        return TilePlan(self.mode, int(self.tm[i]), int(self.tk[i]), int(self.tn[i]),
-                        ("m_outer", "n_outer")[int(self.order[i])], int(self.nm[i]), int(self.nk[i]), int(self.nn[i]))
+        return TilePlan(self.mode, int(self.tm[i]), int(self.tk[i]), int(self.tn[i]), ORDERS[int(self.order[i])],
+                        int(self.nm[i]), int(self.nk[i]), int(self.nn[i]))
 
     def describe(self, i: int) -> str:
+        """``TilePlan.describe()`` of point i, e.g. ``mm:256x4096x128/m_outer``."""
         return self.tile_plan(i).describe()
 
+    def describe_all(self) -> list[str]:
+        return [self.describe(i) for i in range(len(self))]
 
-# Interim vectorised choice (the former DSE fast path's, moved here unchanged): the least-traffic
-# candidates of the grid per buffer tuple, then the planner's cycle/steps tie-break per point.
+
+# ----------------------------------------------------------------------------- the rules
+def _pad(d, t, p: int):
+    """Padded extent of dimension d cut into tiles of t, each padded to a multiple of p."""
+    full = d // t
+    rem = d - full * t
+    return full * (np.ceil(t / p) * p) + np.ceil(rem / p) * p
+
+
+def _count(d, t):
+    """Tile count ceil(d / t)."""
+    return -(-d // t)
+
+
+def _need(elems, bytes_per_elem: float, db: int):
+    """Buffer bytes of a tile of ``elems`` elements (x2 when double-buffered)."""
+    return elems * bytes_per_elem * db
+
+
+def _fits(spec: GemmSpec, tm, tk, tn, w_buf, a_buf, o_buf):
+    db = 2 if spec.double_buffered else 1
+    return ((_need(tk * tn, spec.w_bytes_per_elem, db) <= w_buf)
+            & (_need(tm * tk, spec.a_bytes_per_elem, db) <= a_buf)
+            & (_need(tm * tn, ACC_BYTES, db) <= o_buf))
+
+
+def _reads(order, nm, nk, nn):
+    """(weight reads, input reads) per call; order 0 = m_outer, 1 = n_outer (module docstring)."""
+    k1 = nk == 1
+    w = np.where(order == 0, np.where(k1 & (nn == 1), 1, nm), np.where(k1, 1, nm))
+    x = np.where(order == 0, np.where(k1, 1, nn), np.where(k1 & (nm == 1), 1, nn))
+    return w, x
+
+
+def _traffic_bytes(spec: GemmSpec, w_reads, x_reads):
+    """(weight bytes, input bytes) per call for the given read counts."""
+    w = (w_reads * (spec.K * spec.N)) * spec.w_bytes_per_elem
+    x = (x_reads * (spec.M * spec.K)) * spec.a_bytes_per_elem if spec.x_offchip else 0.0 * w
+    return w, x
+
+
+def _total_bytes(spec: GemmSpec, w, x):
+    """Off-chip bytes per call: weights, input, output and tiling-independent extras."""
+    return w + (x + spec.o_bytes_total) + spec.extra_bytes
+
+
+def _mem_cycles(spec: GemmSpec, w, x, w_bpc, a_bpc):
+    """Memory cycles of traffic (w, x) bytes: one shared channel, or the busier of two."""
+    a = x + spec.o_bytes_total
+    if spec.same_memory:
+        return (w + a + spec.extra_bytes) / w_bpc
+    return np.maximum((w + spec.extra_bytes) / w_bpc, a / a_bpc)
+
+
+def _comp_cycles(spec: GemmSpec, padded, mpc, extra_cycles, mem):
+    """Compute cycles: padded MACs at the MAC rate plus tiling-independent cycles (0 if hidden)."""
+    return 0.0 * mem if spec.compute_hidden else padded / mpc + extra_cycles
+
+
+def _cycles(spec: GemmSpec, w, x, padded, steps, mpc, extra_cycles, w_bpc, a_bpc):
+    """Pipeline cycles of a tiling with traffic (w, x) bytes, ``padded`` MACs and ``steps`` steps."""
+    mem = _mem_cycles(spec, w, x, w_bpc, a_bpc)
+    return pipeline_cycles(mem, _comp_cycles(spec, padded, mpc, extra_cycles, mem), steps, spec.double_buffered)
+
+
+def _max_tile(other, bytes_per_elem: float, db: int, buf, cap: int):
+    """Largest t in [0, cap] with ``_need(other * t, ...) <= buf`` (exactly the fits rule)."""
+    other = np.asarray(other, dtype=np.int64)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        g = np.floor(np.asarray(buf, dtype=float) / (other * float(bytes_per_elem) * db))
+    g = np.maximum(np.fmin(g, float(cap)), 0.0).astype(np.int64)  # nan (0/0) -> cap, then checked
+    # the float quotient is at most one off the product rule
+    g = g + ((g < cap) & (_need(other * (g + 1), bytes_per_elem, db) <= buf))
+    return g - ((g > 0) & (_need(other * g, bytes_per_elem, db) > buf))
+
+
+# ----------------------------------------------------------------------------- per-dimension tables
+def _strict_running_min(key: np.ndarray) -> np.ndarray:
+    """Mask of the entries strictly below every earlier entry."""
+    prev = np.minimum.accumulate(key)
+    out = np.ones(len(key), dtype=bool)
+    out[1:] = key[1:] < prev[:-1]
+    return out
+
+
+@dataclass(frozen=True)
+class _Dim:
+    """Tile options of one dimension of extent d on an array of width p (all indexed by tile t)."""
+
+    d: int
+    n: np.ndarray  # [t] tile count (index 0 unused)
+    P: np.ndarray  # [t] padded extent, float64
+    counts: np.ndarray  # every distinct tile count, ascending
+    opt: np.ndarray  # [count index, j] tiles worth trying for that count, ascending, 0-padded
+    best: np.ndarray  # [count index] least-padded tile of the count (last of its opt row)
+    best_steps: np.ndarray  # [T] best tile <= T by (count, padding, tile); [0] = 0
+    union: np.ndarray  # every tile of opt, ascending
+
+    def count_index(self, n):
+        return np.searchsorted(self.counts, n)
+
 
 @lru_cache(maxsize=512)
-def _grid(M: int, K: int, N: int, pm: int, pk: int, pn: int) -> dict:
-    """The candidate grid for one GEMM shape on one array, raveled."""
-    cm, ck, cn = candidates(M, pm), candidates(K, pk), candidates(N, pn)
-    tm, tk, tn = np.meshgrid(cm, ck, cn, indexing="ij")
-    nm, nk, nn = np.ceil(M / tm), np.ceil(K / tk), np.ceil(N / tn)
-    g = dict(shape=tm.shape, tm=tm.ravel(), tk=tk.ravel(), tn=tn.ravel(),
-             padded=(_pad(M, tm, pm) * _pad(K, tk, pk) * _pad(N, tn, pn)).ravel(), steps=(nm * nk * nn).ravel())
-    g["reads"] = {
-        "m_outer": (np.where((nk == 1) & (nn == 1), 1.0, nm).ravel(), np.where(nk == 1, 1.0, nn).ravel()),
-        "n_outer": (np.where(nk == 1, 1.0, nm).ravel(), np.where((nk == 1) & (nm == 1), 1.0, nn).ravel()),
-    }
-    return g
-
-def _prune(cand, w_bytes, a_bytes, padded, steps, hidden: bool) -> np.ndarray:
-    """Drop least-traffic candidates that can never be the planner's choice.
-
-    Within one (weight bytes, activation bytes) class every candidate has the same memory time,
-    and the pipeline cycles grow with padded MACs and shrink with steps. So a candidate with at
-    least as many padded MACs and at most as many steps as another one is never strictly faster;
-    it could win only a tie within ``plan_gemm``'s 1e-12 relative tolerance, which needs compute
-    time below 1e-12 of memory time or the reverse. With ``compute_hidden`` all cycles of a
-    class are equal and the planner picks the fewest steps, first in order: that one is kept.
-    """
-    wb = np.broadcast_to(w_bytes, padded.shape)[cand]
-    ab = np.broadcast_to(a_bytes, padded.shape)[cand]
-    p = padded[cand]
-    s = steps[cand]
-    keep = np.zeros(len(cand), dtype=bool)
-    cls = np.unique(np.stack([wb, ab], axis=1), axis=0, return_inverse=True)[1].ravel()
-    for c in np.unique(cls):
-        idx = np.flatnonzero(cls == c)  # in candidate (ravel) order
-        if hidden:
-            keep[idx[np.argmin(s[idx])]] = True
-            continue
-        order = np.lexsort((idx, -s[idx], p[idx]))  # padded up, steps down, first index first
-        best = -np.inf
-        for k in idx[order]:
-            if s[k] > best:
-                keep[k] = True
-                best = s[k]
-    return cand[keep]
+def _dim(d: int, p: int) -> _Dim:
+    t = np.arange(1, d + 1, dtype=np.int64)
+    n = _count(d, t)
+    P = _pad(d, t, p)  # float64, exact integers
+    Pi = P.astype(np.int64)
+    start = np.ones(d, dtype=bool)
+    start[1:] = n[1:] != n[:-1]
+    g = np.cumsum(start) - 1  # group (count) index, t ascending = count descending
+    big = int(Pi.max()) + 1
+    opt_mask = _strict_running_min(Pi - g * big)  # strict running minimum within each count
+    ot, og = t[opt_mask], g[opt_mask]
+    first = np.flatnonzero(np.r_[True, og[1:] != og[:-1]])
+    rank = np.arange(len(ot)) - np.repeat(first, np.diff(np.r_[first, len(ot)]))
+    G = int(g[-1]) + 1
+    opt = np.zeros((G, int(rank.max()) + 1), dtype=np.int64)
+    opt[og, rank] = ot
+    opt = opt[::-1].copy()  # counts ascending
+    counts = n[start][::-1].copy()
+    best = opt[np.arange(G), (opt > 0).sum(axis=1) - 1]
+    k3 = n * big + Pi
+    best_steps = np.zeros(d + 1, dtype=np.int64)
+    best_steps[1:] = np.maximum.accumulate(np.where(_strict_running_min(k3), t, 0))
+    nn = np.zeros(d + 1, dtype=np.int64)
+    nn[1:] = n
+    PP = np.zeros(d + 1)
+    PP[1:] = P
+    tabs = _Dim(d=d, n=nn, P=PP, counts=counts, opt=opt, best=best, best_steps=best_steps, union=np.sort(ot))
+    for v in (tabs.n, tabs.P, tabs.counts, tabs.opt, tabs.best, tabs.best_steps, tabs.union):
+        v.setflags(write=False)
+    return tabs
 
 
-@lru_cache(maxsize=512)
-def _grid(M: int, K: int, N: int, pm: int, pk: int, pn: int) -> dict:
-    """The planner's candidate grid for one GEMM shape on one array (independent of bytes and
-    buffers): tile sizes, tile counts, padded MACs, steps, and re-reads per loop order, raveled."""
-    cm, ck, cn = candidates(M, pm), candidates(K, pk), candidates(N, pn)
-    tm, tk, tn = np.meshgrid(cm, ck, cn, indexing="ij")
-    nm, nk, nn = np.ceil(M / tm), np.ceil(K / tk), np.ceil(N / tn)
-    g = dict(shape=tm.shape, cm=cm, ck=ck, cn=cn, tm=tm.ravel(), tk=tk.ravel(), tn=tn.ravel(),
-             padded=(_pad(M, tm, pm) * _pad(K, tk, pk) * _pad(N, tn, pn)).ravel(), steps=(nm * nk * nn).ravel())
-    g["reads"] = {
-        "m_outer": (np.where((nk == 1) & (nn == 1), 1.0, nm).ravel(), np.where(nk == 1, 1.0, nn).ravel()),
-        "n_outer": (np.where(nk == 1, 1.0, nm).ravel(), np.where((nk == 1) & (nm == 1), 1.0, nn).ravel()),
-    }
-    for v in list(g.values()):
-        if isinstance(v, np.ndarray):
-            v.setflags(write=False)
-    return g
+# ----------------------------------------------------------------------------- traffic classes
+# per class: order, and per dimension (m, k, n) either "fix" (count given per class) or a free
+# condition: "any" count or "gt1" (count > 1).
+_FREE = ("any", "gt1")
 
 
-class _LinearPlan:
-    """The least-traffic tilings of one GEMM (per loop order), deduplicated, with their costs."""
+@dataclass
+class _Classes:
+    """Least-traffic classes of a set of buffer tuples: pair j is buffer tuple ``u[j]``."""
 
-    def __init__(self, st: dict):
-        self.st = st
-        self._cache: dict = {}
-        M, K, N = st["M"], st["K"], st["N"]
-        pm, pk, pn = st["pm"], st["pk"], st["pn"]
-        g = _grid(M, K, N, pm, pk, pn)
-        tm, tk, tn = g["tm"], g["tk"], g["tn"]
-        db = 2 if st["double_buffered"] else 1
-        wbe, abe = st["w_bytes_per_elem"], st["a_bytes_per_elem"]
-        fits = ((tk * tn * wbe * db <= st["w_buf"]) & (tm * tk * abe * db <= st["a_buf"])
-                & (tm * tn * ACC_BYTES * db <= st["o_buf"]))
-        padded, steps = g["padded"], g["steps"]
-        self.orders = []
-        for order in ("m_outer", "n_outer"):
-            if not fits.any():
-                continue
-            w_reads, x_reads = g["reads"][order]
-            w_bytes = w_reads * (K * N * wbe)
-            x_bytes = x_reads * (M * K * abe) if st["x_offchip"] else 0.0 * w_reads
-            a_bytes = x_bytes + st["o_bytes_total"]
-            byt = w_bytes + a_bytes + st["extra_bytes"]
-            key = np.where(fits, byt, np.inf)
-            mn = key.min()
-            cand = np.flatnonzero(key <= mn * (1 + 1e-9))
-            # equal (reads, padding, steps) -> equal cost for every point: keep the first only
-            sig = np.stack([w_reads[cand], x_reads[cand], padded[cand], steps[cand]], axis=1)
-            _, first = np.unique(sig, axis=0, return_index=True)
-            cand = cand[np.sort(first)]
-            cand = _prune(cand, w_bytes, a_bytes, padded, steps, st["compute_hidden"])
-            tmv, tkv, tnv = tm[cand], tk[cand], tn[cand]
-            inm = -(-M // tmv)
-            ink = -(-K // tkv)
-            inn = -(-N // tnv)
-            if order == "m_outer":
-                wr = np.where((ink == 1) & (inn == 1), 1, inm)
-                xr = np.where(ink == 1, 1, inn)
+    name: str
+    order: int
+    kinds: tuple  # per dimension: "fix" | "any" | "gt1"
+    u: np.ndarray
+    idx: dict  # dimension -> count index array (fixed dimensions)
+    w: np.ndarray  # traffic of the class (bytes)
+    x: np.ndarray
+
+
+def _least_traffic(spec: GemmSpec, dm: _Dim, dk: _Dim, dn: _Dim, wb, ab, ob) -> list[_Classes]:
+    """Every least-traffic class (within BYTES_RTOL) of each buffer tuple (module docstring, 3)."""
+    M, K, N = spec.M, spec.K, spec.N
+    db = 2 if spec.double_buffered else 1
+    cw, ca, co = spec.w_bytes_per_elem, spec.a_bytes_per_elem, ACC_BYTES
+    x_zero = _traffic_bytes(spec, 1, 1)[1] == 0
+    u_all = np.arange(len(wb))
+    fam = []  # (name, order, kinds, ok (u[,C]), nm, nn, idx builder)
+
+    def fw(e):  # per buffer tuple (rows) and, for 2-D tiles, per count (columns)
+        return _need(e, cw, db) <= (wb[:, None] if np.ndim(e) == 2 else wb)
+
+    def fa(e):  # per buffer tuple (rows) and, for 2-D tiles, per count (columns)
+        return _need(e, ca, db) <= (ab[:, None] if np.ndim(e) == 2 else ab)
+
+    def fo(e):  # per buffer tuple (rows) and, for 2-D tiles, per count (columns)
+        return _need(e, co, db) <= (ob[:, None] if np.ndim(e) == 2 else ob)
+
+    def traffic(order, nm, nk, nn):
+        w, x = _traffic_bytes(spec, *_reads(order, nm, nk, nn))
+        return w, x, _total_bytes(spec, w, x)
+
+    one = np.ones(len(wb), dtype=np.int64)
+    if K >= 2:  # nk > 1 (both orders cost the same: m_outer)
+        if x_zero:
+            tmx = np.minimum(_max_tile(1, ca, db, ab, M), _max_tile(1, co, db, ob, M))
+            ok = (tmx >= 1) & fw(1)
+            nm = _count(M, np.maximum(tmx, 1))
+            fam.append(("A", 0, ("fix", "gt1", "any"), ok, {"m": nm}, traffic(0, nm, 2, one)))
+        else:  # for every count of the dimension with fewer counts, the least count of the other
+            # (class A reads: W nm times, x nn times; _reads with nk > 1)
+            Tw = _max_tile(1, cw, db, wb, N)  # tile limits with the other tiles at 1
+            Ta = _max_tile(1, ca, db, ab, M)
+            if len(dm.counts) <= len(dn.counts):
+                nm = dm.counts
+                tm = _count(M, nm)
+                ok = (tm[None, :] <= np.minimum(Ta, _max_tile(1, co, db, ob, M))[:, None]) & (Tw >= 1)[:, None]
+                tnx = np.minimum(Tw[:, None], _max_tile(tm[None, :], co, db, ob[:, None], N))
+                nn = _count(N, np.maximum(tnx, 1))
+                nm = np.broadcast_to(nm[None, :], nn.shape)
             else:
-                wr = np.where(ink == 1, 1, inm)
-                xr = np.where((ink == 1) & (inm == 1), 1, inn)
-            self.orders.append(dict(
-                order=order, w_bytes=w_bytes[cand], a_bytes=a_bytes[cand], byt=byt[cand], padded=padded[cand],
-                steps=steps[cand], isteps=(inm * ink * inn).astype(np.int64),
-                w_traffic=(wr * K * N).astype(np.int64) * wbe,
-                x_traffic=(xr * M * K).astype(np.int64) * abe if st["x_offchip"] else np.zeros(len(cand)),
-                tm=tmv.astype(np.int64), tk=tkv.astype(np.int64), tn=tnv.astype(np.int64),
-                nm=inm.astype(np.int64), nk=ink.astype(np.int64), nn=inn.astype(np.int64),
-            ))
-        for o in self.orders:  # fewest steps first, then candidate order: argmax(ok) = planner's pick
-            srt = np.argsort(o["steps"], kind="stable")
-            for k in list(o):
-                if k not in ("order",):
-                    v = o[k]
-                    o[k] = v[srt]
-        if len(self.orders) == 2 and all(np.array_equal(self.orders[0][k], self.orders[1][k])
-                                         for k in ("byt", "w_bytes", "a_bytes", "padded", "steps")):
-            # identical candidates in both orders: n_outer never beats m_outer strictly (plan_gemm)
-            self.orders = self.orders[:1]
-        if not self.orders:  # nothing fits: plan_gemm's array-granule fallback
-            t = (min(M, pm), min(K, pk), min(N, pn))
-            inm, ink, inn = math.ceil(M / t[0]), math.ceil(K / t[1]), math.ceil(N / t[2])
-            wr = 1 if (ink == 1 and inn == 1) else inm
-            xr = 1 if ink == 1 else inn
-            pad = float(_pad(M, t[0], pm) * _pad(K, t[1], pk) * _pad(N, t[2], pn))
-            self.fallback = dict(isteps=inm * ink * inn, padded=pad, w_traffic=wr * K * N * wbe,
-                                 x_traffic=xr * M * K * abe if st["x_offchip"] else 0.0,
-                                 tm=t[0], tk=t[1], tn=t[2], nm=inm, nk=ink, nn=inn)
+                nn = dn.counts
+                tn = _count(N, nn)
+                ok = (tn[None, :] <= np.minimum(Tw, _max_tile(1, co, db, ob, N))[:, None]) & (Ta >= 1)[:, None]
+                tmx = np.minimum(Ta[:, None], _max_tile(tn[None, :], co, db, ob[:, None], M))
+                nm = _count(M, np.maximum(tmx, 1))
+                nn = np.broadcast_to(nn[None, :], nm.shape)
+            w, x = _traffic_bytes(spec, nm, nn)
+            fam.append(("A", 0, ("fix", "gt1", "fix"), ok, {"m": nm, "n": nn}, (w, x, _total_bytes(spec, w, x))))
+    # nk = 1, m_outer, nn = 1: W resident, x streamed once, any tm
+    ok = fw(K * N) & fa(K) & fo(N)
+    fam.append(("B1", 0, ("any", "fix", "fix"), ok, {"k": one, "n": one}, traffic(0, one, one, one)))
+    if N >= 2:  # nk = 1, m_outer, nn > 1: W read once per m-tile
+        tmx = np.minimum(_max_tile(K, ca, db, ab, M), _max_tile(1, co, db, ob, M))
+        ok = (tmx >= 1) & fw(K)
+        nm = _count(M, np.maximum(tmx, 1))
+        fam.append(("B2", 0, ("fix", "fix", "gt1"), ok, {"m": nm, "k": one}, traffic(0, nm, one, 2 * one)))
+    # nk = 1, n_outer, nm = 1: x resident, W streamed once, any tn
+    ok = fa(M * K) & fw(K) & fo(M)
+    fam.append(("C1", 1, ("fix", "fix", "any"), ok, {"m": one, "k": one}, traffic(1, one, one, one)))
+    if M >= 2:  # nk = 1, n_outer, nm > 1: x read once per n-tile
+        if x_zero:
+            ok = fa(K) & fw(K) & fo(1)
+            fam.append(("C2", 1, ("gt1", "fix", "any"), ok, {"k": one}, traffic(1, 2 * one, one, one)))
         else:
-            self.fallback = None
-
-    def choose(self, mpc: np.ndarray, extra_cycles: np.ndarray, w_bpc: np.ndarray, a_bpc: np.ndarray):
-        """Index arrays of the planner's choice per point: (order index, candidate index).
-
-        For a handful of points the choice is cached by the exact input values (what
-        ``plan_gemm``'s lru_cache does for the library path), so re-evaluating one hardware point
-        does not search again."""
-        n = len(mpc)
-        if n <= 8:
-            key = (mpc.tobytes(), np.broadcast_to(extra_cycles, (n,)).tobytes(), w_bpc.tobytes(), a_bpc.tobytes())
-            hit = self._cache.get(key)
-            if hit is None:
-                if len(self._cache) > 4096:
-                    self._cache.clear()
-                hit = self._cache[key] = self._choose(mpc, np.broadcast_to(extra_cycles, (n,)), w_bpc, a_bpc)
-            return hit
-        return self._choose(mpc, extra_cycles, w_bpc, a_bpc)
-
-    def _choose(self, mpc, extra_cycles, w_bpc, a_bpc):
-        st = self.st
-        n = len(mpc)
-        recs = []
-        for o in self.orders:
-            S = len(o["byt"])
-            js = np.empty(n, dtype=np.int64)
-            cys = np.empty(n)
-            step = max(1, int(1_000_000 // max(S, 1)))
-            wb = o["w_bytes"][None, :]
-            ab = o["a_bytes"][None, :]
-            num = wb + ab + st["extra_bytes"]
-            uniform = st["same_memory"] and bool(np.all(num == num[0, 0]))
-            stp = o["steps"][None, :]
-            pad = o["padded"][None, :]
-            for lo in range(0, n, step):
-                sl = slice(lo, lo + step)
-                if st["same_memory"]:
-                    mem = (num[:, :1] if uniform else num) / w_bpc[sl, None]
-                else:
-                    mem = np.maximum((wb + st["extra_bytes"]) / w_bpc[sl, None], ab / a_bpc[sl, None])
-                if st["compute_hidden"]:
-                    comp = 0.0 * np.broadcast_to(mem, (len(w_bpc[sl]), S))
-                else:
-                    comp = pad / mpc[sl, None]
-                    comp += extra_cycles[sl, None]
-                if st["double_buffered"]:
-                    hi = np.maximum(mem, comp)
-                    low = np.minimum(mem, comp, out=comp)
-                    low /= stp
-                    hi += low
-                    cyc = hi
-                else:
-                    cyc = comp
-                    cyc += mem  # mem + comp (addition commutes exactly)
-                cmin = cyc.min(axis=1)
-                cmin *= 1 + 1e-12
-                ok = cyc <= cmin[:, None]
-                j = np.argmax(ok, axis=1)  # candidates are sorted by steps, then original order
-                js[sl] = j
-                cys[sl] = cyc[np.arange(len(j)), j]
-            recs.append((o["byt"][js], cys, js))
-        if len(recs) == 1:
-            return np.zeros(n, dtype=np.int64), recs[0][2]
-        (mb, mc, mj), (nb, nc, nj) = recs
-        # plan_gemm: best = m_outer; n_outer replaces it if _better((nb, nc), (mb, mc))
-        n_better = np.where(nb < mb * (1 - 1e-9), True, np.where(mb < nb * (1 - 1e-9), False, nc < mc))
-        return n_better.astype(np.int64), np.where(n_better, nj, mj)
+            tnx = np.minimum(_max_tile(K, cw, db, wb, N), _max_tile(1, co, db, ob, N))
+            ok = (tnx >= 1) & fa(K)
+            nn = _count(N, np.maximum(tnx, 1))
+            fam.append(("C2", 1, ("gt1", "fix", "fix"), ok, {"k": one, "n": nn}, traffic(1, 2 * one, one, nn)))
+    best = np.full(len(wb), np.inf)
+    for f in fam:
+        tot = np.where(f[3], f[5][2], np.inf)
+        best = np.minimum(best, tot.min(axis=1) if tot.ndim == 2 else tot)
+    thr = best * (1 + BYTES_RTOL)
+    out = []
+    tabs = {"m": dm, "k": dk, "n": dn}
+    for name, order, kinds, ok, cnt, (w, x, tot) in fam:
+        tie = ok & (tot <= (thr[:, None] if tot.ndim == 2 else thr))
+        if not tie.any():
+            continue
+        if tie.ndim == 2:
+            ui, ci = np.nonzero(tie)
+            sel = lambda a: np.broadcast_to(a, tie.shape)[ui, ci]  # noqa: E731
+        else:
+            ui = np.flatnonzero(tie)
+            sel = lambda a: np.broadcast_to(a, tie.shape)[ui]  # noqa: E731
+        idx = {dname: tabs[dname].count_index(sel(c)) for dname, c in cnt.items()}
+        out.append(_Classes(name, order, kinds, u_all[ui], idx, sel(w).astype(float), sel(x).astype(float)))
+    return out
 
 
+# ----------------------------------------------------------------------------- candidates of a class
+def _free_cap(kind: str, d: int) -> int:
+    return d - 1 if kind == "gt1" else d
 
 
-_LPLANS: dict = {}
+@dataclass
+class _Subs:
+    """Candidate rows of one class: every combination of the fixed dimensions' tiles (and, with two
+    free dimensions, every tile of opt of one of them); the last free dimension ``f`` is chosen per
+    row. Arrays have one entry per row."""
+
+    order: int
+    f: str  # the last free dimension
+    gt1: bool  # its count must exceed 1
+    pt: np.ndarray  # design point (row of V)
+    tiles: dict  # the two other dimensions -> tiles
+    T: np.ndarray  # largest tile of f the buffers allow with those tiles (0: none)
+    nT: np.ndarray  # its count
+    w: np.ndarray  # traffic of the class (bytes)
+    x: np.ndarray
+    mem: np.ndarray  # memory cycles of the class traffic
+    Pfix: np.ndarray  # padded extent product of the two other dimensions
+    Sfix: np.ndarray  # tile count product of the two other dimensions
+    cmin: np.ndarray = None  # fewest cycles of each row (_sub_cmin)
+
+
+def _subs(spec: GemmSpec, tabs: dict, cl: _Classes, pj: np.ndarray, pt: np.ndarray, V: np.ndarray) -> _Subs:
+    dims = ("m", "k", "n")
+    size = {"m": spec.M, "k": spec.K, "n": spec.N}
+    kinds = dict(zip(dims, cl.kinds))
+    db = 2 if spec.double_buffered else 1
+    cw, ca, co = spec.w_bytes_per_elem, spec.a_bytes_per_elem, ACC_BYTES
+    r = np.arange(len(pj))  # row -> (pj, pt) index
+    tiles: dict = {}
+
+    def expand(rows):  # rows: (len(r), L) options, 0 = none: one row per option
+        nz = (rows > 0).sum(axis=1)
+        rep = np.repeat(np.arange(len(rows)), nz)
+        col = np.arange(len(rep)) - np.repeat(np.cumsum(nz) - nz, nz)
+        return rep, rows[rep, col]
+
+    for dname in dims:  # fixed dimensions: every tile of opt for their count
+        if kinds[dname] == "fix":
+            rep, t = expand(tabs[dname].opt[cl.idx[dname][pj[r]]])
+            tiles = {k: v[rep] for k, v in tiles.items()}
+            tiles[dname], r = t, r[rep]
+    free = [d for d in dims if kinds[d] != "fix"]
+    buf = {"w": V[pt[r], 0], "a": V[pt[r], 1], "o": V[pt[r], 2]}
+    if len(free) == 2:  # every tile of opt (all counts) of one free dimension, then the other
+        f1 = min(free, key=lambda f: len(tabs[f].union))
+        u1 = tabs[f1].union
+        u1 = u1[u1 <= _free_cap(kinds[f1], size[f1])]
+        rep, t = expand(np.broadcast_to(u1, (len(r), len(u1))))
+        (g,) = [d for d in dims if kinds[d] == "fix"]
+        c, bk = {frozenset("kn"): (cw, "w"), frozenset("mk"): (ca, "a"), frozenset("mn"): (co, "o")}[
+            frozenset((f1, g))]
+        keep = _need(t * tiles[g][rep], c, db) <= buf[bk][rep]
+        rep, t = rep[keep], t[keep]
+        tiles = {k: v[rep] for k, v in tiles.items()}
+        tiles[f1], r = t, r[rep]
+        buf = {k: v[rep] for k, v in buf.items()}
+        free = [f for f in free if f != f1]
+    (f,) = free
+    cap = _free_cap(kinds[f], size[f])
+    tm, tk, tn = tiles.get("m"), tiles.get("k"), tiles.get("n")
+    if f == "k":
+        T = np.minimum(_max_tile(tn, cw, db, buf["w"], cap), _max_tile(tm, ca, db, buf["a"], cap))
+        ok = _need(tm * tn, co, db) <= buf["o"]
+    elif f == "m":
+        T = np.minimum(_max_tile(tk, ca, db, buf["a"], cap), _max_tile(tn, co, db, buf["o"], cap))
+        ok = _need(tk * tn, cw, db) <= buf["w"]
+    else:
+        T = np.minimum(_max_tile(tk, cw, db, buf["w"], cap), _max_tile(tm, co, db, buf["o"], cap))
+        ok = _need(tm * tk, ca, db) <= buf["a"]
+    T = np.where(ok, T, 0)
+    keep = T >= 1
+    r, T = r[keep], T[keep]
+    tiles = {k: v[keep] for k, v in tiles.items()}
+    P = [tabs[d].P[tiles[d]] for d in dims if d != f]
+    S = [tabs[d].n[tiles[d]] for d in dims if d != f]
+    prow, jrow = pt[r], pj[r]
+    w, x = cl.w[jrow], cl.x[jrow]
+    return _Subs(order=cl.order, f=f, gt1=kinds[f] == "gt1", pt=prow, tiles=tiles, T=T, nT=_count(size[f], T),
+                 w=w, x=x, mem=_mem_cycles(spec, w, x, V[prow, 5], V[prow, 6]), Pfix=P[0] * P[1],
+                 Sfix=(S[0] * S[1]).astype(float))
+
+
+def _sub_cycles(spec: GemmSpec, tabs: dict, sb: _Subs, V: np.ndarray, tf: np.ndarray, rows=slice(None)):
+    """Cycles of rows ``rows`` of ``sb`` with tiles ``tf`` (rows x C) of the free dimension."""
+    d = tabs[sb.f]
+    padded = sb.Pfix[rows][:, None] * d.P[tf]
+    steps = sb.Sfix[rows][:, None] * d.n[tf]
+    mem = sb.mem[rows][:, None]
+    pt = sb.pt[rows]
+    comp = _comp_cycles(spec, padded, V[pt, 3][:, None], V[pt, 4][:, None], mem)
+    return pipeline_cycles(mem, comp, steps, spec.double_buffered), padded, steps
+
+
+@lru_cache(maxsize=1024)
+def _free_lists(d: int, p: int, gt1: bool):
+    """(counts, least-padded tile per count, F1 counts ascending, F1 tiles) of a free dimension."""
+    t = _dim(d, p)
+    sel = t.counts > (1 if gt1 else 0)
+    f1 = np.flatnonzero(_strict_running_min(t.P[1:])) + 1  # strict running minima of padding
+    f1 = f1[f1 <= (d - 1 if gt1 else d)][::-1]  # count ascending
+    return t.counts[sel], t.best[sel], t.n[f1], f1
+
+
+def _sub_cmin(spec: GemmSpec, tabs: dict, sb: _Subs, V: np.ndarray) -> np.ndarray:
+    """Fewest cycles of each row over every tile of the free dimension that fits.
+
+    The fewest cycles are reached at a strict running minimum of the padding (F1: the smallest tile
+    of each count up to the array width p; any other tile has a smaller one with no more padding
+    and no fewer steps). On F1 the padded extent is count * p, so the cycles are
+    h(n) = max(m, a n + e) + min(m, a n + e) / (S n) (pipeline_cycles; m memory, a n + e compute,
+    S n steps): decreasing up to the crossover n_c = (m - e) / a, then convex with its minimum at
+    sqrt(m / (a S)). h is unimodal, so its least value over the counts that fit is at one of the
+    two counts around max(n_c, sqrt(m / (a S))) or at the least count that fits: three rows."""
+    d = tabs[sb.f]
+    if spec.compute_hidden:
+        tf = d.best_steps[sb.T][:, None]
+        return _sub_cycles(spec, tabs, sb, V, tf)[0][:, 0]
+    p = {"m": spec.pm, "k": spec.pk, "n": spec.pn}[sb.f]
+    _, _, f1n, f1t = _free_lists(d.d, p, sb.gt1)
+    mpc, ec = V[sb.pt, 3], V[sb.pt, 4]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = sb.Pfix * p / mpc
+        if spec.double_buffered:
+            n_opt = np.maximum((sb.mem - ec) / a, np.sqrt(sb.mem / (a * sb.Sfix)))
+        else:
+            n_opt = np.zeros(len(a))
+    n_opt = np.nan_to_num(n_opt, nan=0.0, posinf=float(d.d), neginf=0.0)
+    lo = np.searchsorted(f1n, sb.nT)  # the least F1 count that fits
+    hi = np.searchsorted(f1n, n_opt)
+    last = len(f1n) - 1
+    idx = np.stack([lo, np.clip(hi - 1, lo, last), np.clip(hi, lo, last)], axis=1)
+    return _sub_cycles(spec, tabs, sb, V, f1t[np.minimum(idx, last)])[0].min(axis=1)
+
+
+def _sub_winner(spec: GemmSpec, tabs: dict, sb: _Subs, V: np.ndarray, thr: np.ndarray):
+    """Per row: the fewest-steps tile of the free dimension whose cycles are within ``thr`` (the
+    point's fewest cycles x (1 + CYCLES_RTOL)); (rows, tiles, padded, steps).
+
+    Within a row, steps grow with the free count and each count's best candidate is its
+    least-padded tile that fits, so the winner is the least eligible count. No count below n_lb is
+    eligible, where n_lb is where the row's cycles at the least padding of the dimension reach
+    ``thr`` (a lower bound, non-increasing in the count); counts are scanned upward from there."""
+    d = tabs[sb.f]
+    th = thr[sb.pt]
+    if spec.compute_hidden:  # every tile of a row costs the same cycles: the fewest steps
+        tf = d.best_steps[sb.T][:, None]
+        cyc, padded, steps = _sub_cycles(spec, tabs, sb, V, tf)
+        rows = np.flatnonzero(cyc[:, 0] <= th)
+        return rows, tf[rows, 0], padded[rows, 0], steps[rows, 0]
+    p = {"m": spec.pm, "k": spec.pk, "n": spec.pn}[sb.f]
+    cnt, best, _, _ = _free_lists(d.d, p, sb.gt1)
+    pmin = d.P[best].min()
+    mpc, ec = V[sb.pt, 3], V[sb.pt, 4]
+    c0 = sb.Pfix * pmin / mpc + ec
+    if spec.double_buffered:
+        hi_, lo_ = np.maximum(sb.mem, c0), np.minimum(sb.mem, c0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            n_lb = np.where(th > hi_, lo_ / (sb.Sfix * (th - hi_)), 0.0)
+        n_lb = np.floor(np.nan_to_num(n_lb, nan=0.0, posinf=0.0) * (1 - 1e-9)) - 1
+    else:
+        n_lb = np.zeros(len(c0))
+    start = np.searchsorted(cnt, np.maximum(n_lb, sb.nT))
+    rows_out, t_out, p_out, s_out = [], [], [], []
+    act = np.flatnonzero((start < len(cnt)) & (sb.cmin <= th))  # rows with an eligible tile
+    W = 4
+    while len(act):
+        cols = start[act][:, None] + np.arange(W)
+        inside = cols < len(cnt)
+        cols = np.minimum(cols, len(cnt) - 1)
+        tf = np.where(cnt[cols] == sb.nT[act][:, None], d.best_steps[sb.T[act]][:, None], best[cols])
+        cyc, padded, steps = _sub_cycles(spec, tabs, sb, V, tf, act)
+        el = inside & (cyc <= th[act][:, None])
+        found = el.any(axis=1)
+        j = np.argmax(el, axis=1)[found]
+        f = np.flatnonzero(found)
+        rows_out.append(act[f])
+        t_out.append(tf[f, j])
+        p_out.append(padded[f, j])
+        s_out.append(steps[f, j])
+        start[act] += W
+        act = act[~found & (start[act] < len(cnt))]
+        W *= 2
+    return (np.concatenate(rows_out) if rows_out else np.zeros(0, np.int64),
+            *(np.concatenate(v) if v else np.zeros(0) for v in (t_out, p_out, s_out)))
+
+
+def _solve_chunk(spec: GemmSpec, tabs: dict, V: np.ndarray, B: np.ndarray, binv: np.ndarray):
+    """Plans of the points V (rows: w_buf, a_buf, o_buf, mpc, extra_cycles, w_bpc, a_bpc) whose
+    buffer tuples are rows ``binv`` of B."""
+    n = len(V)
+    classes = _least_traffic(spec, tabs["m"], tabs["k"], tabs["n"], B[:, 0], B[:, 1], B[:, 2])
+    by_u = np.argsort(binv, kind="stable")  # points of each buffer tuple
+    ucount = np.bincount(binv, minlength=len(B))
+    ustart = np.r_[0, np.cumsum(ucount)[:-1]]
+    subs = []
+    pcmin = np.full(n, np.inf)
+    for cl in classes:
+        rep = ucount[cl.u]
+        pj = np.repeat(np.arange(len(cl.u)), rep)
+        off = np.arange(len(pj)) - np.repeat(np.cumsum(rep) - rep, rep)
+        sb = _subs(spec, tabs, cl, pj, by_u[ustart[cl.u][pj] + off], V)
+        if len(sb.pt):
+            sb.cmin = _sub_cmin(spec, tabs, sb, V)
+            np.minimum.at(pcmin, sb.pt, sb.cmin)
+            subs.append(sb)
+    thr = pcmin * (1 + CYCLES_RTOL)
+    win = []
+    for sb in subs:
+        rows, tf, padded, steps = _sub_winner(spec, tabs, sb, V, thr)
+        t = {k: v[rows] for k, v in sb.tiles.items()}
+        t[sb.f] = tf.astype(np.int64)
+        win.append((sb.pt[rows], steps, padded, np.full(len(rows), sb.order), t["m"], t["k"], t["n"]))
+    out = dict(tm=np.zeros(n, np.int64), tk=np.zeros(n, np.int64), tn=np.zeros(n, np.int64),
+               order=np.zeros(n, np.int8), fits=np.zeros(n, bool))
+    if win:
+        pt, steps, padded, order, tm, tk, tn = (np.concatenate(c) for c in zip(*win))
+        srt = np.lexsort((tn, tk, tm, order, padded, steps, pt))
+        pt_s = pt[srt]
+        first = srt[np.r_[True, pt_s[1:] != pt_s[:-1]]]
+        p = pt[first]
+        out["tm"][p], out["tk"][p], out["tn"][p] = tm[first], tk[first], tn[first]
+        out["order"][p] = order[first]
+        out["fits"][p] = True
+    nf = ~out["fits"]  # nothing fits even at the smallest tiles: the array granule, reported
+    out["tm"][nf], out["tk"][nf], out["tn"][nf] = min(spec.M, spec.pm), min(spec.K, spec.pk), min(spec.N, spec.pn)
+    return out
+
+
+@lru_cache(maxsize=4096)
+def _tables(spec: GemmSpec) -> dict:
+    return {"m": _dim(spec.M, spec.pm), "k": _dim(spec.K, spec.pk), "n": _dim(spec.N, spec.pn)}
+
+
+def _cells_per_point(spec: GemmSpec, tabs: dict) -> int:
+    """A rough estimate of cells per point (least-traffic search and candidate rows; for chunking)."""
+    C = min(len(tabs["m"].counts), len(tabs["n"].counts))
+    U = 1 if spec.x_offchip else max(len(t.union) for t in tabs.values())  # two free dimensions
+    return C + 16 * U
+
+
 _BUFGROUPS: list = []  # [(w, a, o arrays, (uniq, inv))]: the same buffer arrays recur for every GEMM of a graph
 
 
@@ -486,47 +668,80 @@ def _buffer_groups(w_raw, a_raw, o_raw, wb, ab, ob):
 
 
 def plan_points(spec: GemmSpec, *, w_buf, a_buf, o_buf, macs_per_cycle, extra_cycles, w_bpc, a_bpc) -> PlanArrays:
-    """The planner's choice at every point (see ``plan_gemm``); buffers, rates and bandwidths per point."""
-    args = [np.asarray(x, dtype=float) for x in (w_buf, a_buf, o_buf, macs_per_cycle, extra_cycles, w_bpc, a_bpc)]
-    n = max(a.size for a in args)
-    wb, ab, ob, mpc, ec, wbpc, abpc = (np.broadcast_to(a.reshape(-1) if a.ndim else a, (n,)) for a in args)
-    uniq, inv = _buffer_groups(w_buf, a_buf, o_buf, wb, ab, ob)
-    names = ("tm", "tk", "tn", "nm", "nk", "nn")
-    out = {k: np.empty(n, dtype=np.int64) for k in names}
-    order = np.zeros(n, dtype=np.int8)
-    w_b, x_b, pad, steps = (np.empty(n) for _ in range(4))
-    fits = np.ones(n, dtype=bool)
-    for u, (w, a, o) in enumerate(uniq):
-        sel = np.flatnonzero(inv == u)
-        st = dict(M=spec.M, K=spec.K, N=spec.N, w_bytes_per_elem=spec.w_bytes_per_elem,
-                  a_bytes_per_elem=spec.a_bytes_per_elem, o_bytes_total=spec.o_bytes_total, x_offchip=spec.x_offchip,
-                  extra_bytes=spec.extra_bytes, w_buf=float(w), a_buf=float(a), o_buf=float(o),
-                  double_buffered=spec.double_buffered, pm=spec.pm, pk=spec.pk, pn=spec.pn,
-                  compute_hidden=spec.compute_hidden, same_memory=spec.same_memory, mode=spec.mode)
-        key = (spec, float(w), float(a), float(o))
-        lp = _LPLANS.get(key)
-        if lp is None:
-            if len(_LPLANS) > 4096:
-                _LPLANS.clear()
-            lp = _LPLANS[key] = _LinearPlan(st)
-        if lp.fallback is not None:
-            fb = lp.fallback
-            for k in names:
-                out[k][sel] = fb[k]
-            w_b[sel], x_b[sel], pad[sel], steps[sel] = fb["w_traffic"], fb["x_traffic"], fb["padded"], fb["isteps"]
-            fits[sel] = False
-            continue
-        oi, j = lp.choose(np.ascontiguousarray(mpc[sel]), np.ascontiguousarray(ec[sel]),
-                          np.ascontiguousarray(wbpc[sel]), np.ascontiguousarray(abpc[sel]))
-        for k_o, o in enumerate(lp.orders):
-            m = oi == k_o
-            if not m.any():
-                continue
-            idx, jj = sel[m], j[m]
-            for k in names:
-                out[k][idx] = o[k][jj]
-            order[idx] = 0 if o["order"] == "m_outer" else 1
-            w_b[idx], x_b[idx], pad[idx], steps[idx] = o["w_traffic"][jj], o["x_traffic"][jj], o["padded"][jj], \
-                o["isteps"][jj]
-    return PlanArrays(out["tm"], out["tk"], out["tn"], out["nm"], out["nk"], out["nn"], order, w_b, x_b, pad,
-                      steps.astype(float), fits, spec.mode)
+    """The planner's choice for every design point (module docstring).
+
+    Keyword arguments are arrays of shape (n,) or scalars (broadcast): buffers in bytes,
+    ``macs_per_cycle`` in MAC/cycle (already divided by the kept fraction for sparsity),
+    ``extra_cycles`` in cycles, ``w_bpc``/``a_bpc`` in bytes/cycle of the memory holding weights /
+    activations. The least-traffic search runs once per distinct buffer tuple; points are worked
+    in chunks of about CHUNK_CELLS candidate cells.
+    """
+    cols = [np.asarray(v, dtype=float) for v in (w_buf, a_buf, o_buf, macs_per_cycle, extra_cycles, w_bpc, a_bpc)]
+    shape = np.broadcast_shapes(*(c.shape for c in cols))
+    if len(shape) > 1:
+        raise ValueError(f"plan_points: per-point arrays must be 1-D, got shape {shape}")
+    n = shape[0] if shape else 1
+    wb, ab, ob, mpc, ec, wbpc, abpc = (np.broadcast_to(c.reshape(-1) if c.ndim else c, (n,)) for c in cols)
+    B, inv = _buffer_groups(w_buf, a_buf, o_buf, wb, ab, ob)
+    tabs = _tables(spec)
+    step = max(1, CHUNK_CELLS // max(1, _cells_per_point(spec, tabs)))
+    out = {k: np.zeros(n, dtype=np.int64) for k in ("tm", "tk", "tn")}
+    out["order"], out["fits"] = np.zeros(n, dtype=np.int8), np.zeros(n, dtype=bool)
+    by_u = np.argsort(inv, kind="stable") if len(B) > 1 else np.arange(n)  # points of a tuple together
+    for lo in range(0, n, step):
+        pp = by_u[lo:lo + step]
+        us, loc = np.unique(inv[pp], return_inverse=True)
+        V = np.stack([wb[pp], ab[pp], ob[pp], mpc[pp], ec[pp], wbpc[pp], abpc[pp]], axis=1)
+        r = _solve_chunk(spec, tabs, V, B[us], loc.reshape(-1))
+        for k in out:
+            out[k][pp] = r[k]
+    return _finish(spec, tabs, out["tm"], out["tk"], out["tn"], out["order"], out["fits"])
+
+
+def _finish(spec: GemmSpec, tabs: dict, tm, tk, tn, order, fits) -> PlanArrays:
+    nm, nk, nn = tabs["m"].n[tm], tabs["k"].n[tk], tabs["n"].n[tn]
+    w, x = _traffic_bytes(spec, *_reads(order, nm, nk, nn))
+    padded = tabs["m"].P[tm] * tabs["k"].P[tk] * tabs["n"].P[tn]
+    return PlanArrays(mode=spec.mode, tm=tm, tk=tk, tn=tn, nm=nm, nk=nk, nn=nn, order=order.astype(np.int8),
+                      w_bytes=np.asarray(w, dtype=float), x_bytes=np.broadcast_to(np.asarray(x, dtype=float),
+                                                                                  w.shape).copy(),
+                      padded_macs=padded, steps=(nm * nk * nn).astype(float), fits=fits)
+
+
+# ----------------------------------------------------------------------------- one point (GemmProblem)
+@lru_cache(maxsize=16384)
+def plan_gemm(prob: GemmProblem) -> TilePlan:
+    """Best tiling of ``prob`` (see module docstring); cached."""
+    return plan_points(prob.spec(), **prob.point()).tile_plan(0)
+
+
+def evaluate(prob: GemmProblem, tm, tk, tn, order: str):
+    """Vectorised cost of tilings: (cycles, bytes, steps, fits). Arrays broadcast together."""
+    spec = prob.spec()
+    nm, nk, nn = _count(prob.M, tm), _count(prob.K, tk), _count(prob.N, tn)
+    fits = _fits(spec, tm, tk, tn, prob.w_buf, prob.a_buf, prob.o_buf)
+    w, x = _traffic_bytes(spec, *_reads(ORDERS.index(order), nm, nk, nn))
+    padded = _pad(prob.M, tm, prob.pm) * _pad(prob.K, tk, prob.pk) * _pad(prob.N, tn, prob.pn)
+    steps = np.asarray(nm * nk * nn, dtype=float)
+    cyc = _cycles(spec, w, x, padded, steps, prob.macs_per_cycle, prob.extra_cycles,
+                  prob.w_bpc, prob.a_bpc)
+    return cyc, _total_bytes(spec, w, x), steps, fits
+
+
+def tiling_fits(prob: GemmProblem, plan: TilePlan) -> bool:
+    return bool(_fits(prob.spec(), plan.tm, plan.tk, plan.tn, prob.w_buf, prob.a_buf, prob.o_buf))
+
+
+def plan_cost(prob: GemmProblem, plan: TilePlan) -> tuple[float, float, float, float]:
+    """(cycles, total bytes, MPE cycles, steps) of a chosen plan."""
+    cyc, byt, steps, _ = evaluate(prob, np.array(plan.tm), np.array(plan.tk), np.array(plan.tn), plan.order)
+    padded = _pad(prob.M, np.array(plan.tm), prob.pm) * _pad(prob.K, np.array(plan.tk), prob.pk) * _pad(
+        prob.N, np.array(plan.tn), prob.pn)
+    mpe = float(padded / prob.macs_per_cycle + prob.extra_cycles)
+    return float(cyc), float(byt), mpe, float(steps)
+
+
+def traffic(prob: GemmProblem, plan: TilePlan) -> tuple[float, float]:
+    """(weight bytes, x bytes) per call of the chosen plan (excludes output and extras)."""
+    w, x = _traffic_bytes(prob.spec(), *_reads(ORDERS.index(plan.order), plan.nm, plan.nk, plan.nn))
+    return float(w), float(x)
