@@ -85,6 +85,9 @@ def is_graph(model: Any) -> bool:
     return isinstance(model, LayerGraph) or _graph_file(model) is not None
 
 
+_VLM_KWARGS = ("images", "image_size", "quantize")
+
+
 def _build_kwargs() -> set:
     from qesim.graph.builders import build_graph as bg
 
@@ -109,6 +112,8 @@ def build_graph(model: Any, *, stage: str = "prefill", seq_len: int = 128, conte
     gf = _graph_file(model)
     if gf is not None:
         return LayerGraph.from_json(gf)
+    # a whole vision-language request (qesim.graph.vision): images, image_size (WxH or (w, h)), quantize (L,V,M)
+    vlm = {k: workload.pop(k) for k in _VLM_KWARGS if k in workload}
     unknown = sorted(set(workload) - _build_kwargs())
     if unknown:
         raise InputError(f"unknown workload argument(s) {', '.join(unknown)}; known: "
@@ -122,6 +127,14 @@ def build_graph(model: Any, *, stage: str = "prefill", seq_len: int = 128, conte
     if setting is None or method is None:
         raise InputError("setting and method must be given (W{w}A{a}, e.g. W16A16; a method name, e.g. none)")
     ctx = context_len if context_len is not None else (512 if stage == "decode" else 0)
+    if vlm.get("images") is not None or vlm.get("quantize") is not None:
+        from qesim.graph.vision import build_vlm_graph, parse_image_size
+
+        size = vlm.get("image_size") or (448, 448)
+        return build_vlm_graph(model, stage=stage, images=vlm.get("images") or 0,
+                               image_size=parse_image_size(size) if isinstance(size, str) else tuple(size),
+                               text_tokens=seq_len, context_len=ctx, batch=batch, setting=setting, method=method,
+                               quantize=vlm.get("quantize"), **workload)
     return bg(model, stage=stage, seq_len=seq_len, context_len=ctx, batch=batch, setting=setting, method=method,
               **workload)
 
@@ -218,6 +231,9 @@ class Estimate:
                  seq_len=g.seq_len, context_len=g.context_len)
         # SFU ops fused into the MPE op that feeds them (policy.sfu_fusion): they have no row of their own
         d["fused_into"] = {g.ops[i].name: g.ops[f.into].name for i, f in fusion_plan(g, self.hw).items()}
+        from qesim.graph.vision import annotate_components
+
+        annotate_components(d, g, self.hw.frequency_hz)  # component per op; VLM request: image/text tokens, parts
         if not self.from_graph:  # W16A16 is its own baseline: speedup 1.0
             d["fp16_latency_s"] = self.fp16_latency_s
             d["speedup_vs_fp16"] = self.speedup_vs_fp16

@@ -4,6 +4,8 @@
                    --stage prefill --seq-len 128 [--context 0] [--batch 1] [--density D|NAME=D,...] [--group-size G] \\
                    [--engine analytical|cycle] [--json]
     qesim estimate --model G.json --hw qe-paper-npu          # an exported / hand-written graph
+    qesim estimate --model qwen2vl-7b --images 2 --image-size 896x672 --seq-len 64 \\
+                   --setting W4A6 --method qe --quantize L,V,M   # vision + merger + LLM, per component
 """
 
 from __future__ import annotations
@@ -33,6 +35,22 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="weights per quantization group along in_features (-1 = per output channel; default: g128 "
                    "for weight-only settings, per channel for W-A settings)")
     p.add_argument("--kv-bits", type=int, default=None, help="KV-cache bits (default 16)")
+    add_image_args(p)
+
+
+def add_image_args(p: argparse.ArgumentParser) -> None:
+    """--images / --image-size / --quantize: a whole vision-language request (qesim.graph.vision)."""
+    p.add_argument("--images", type=int, default=None,
+                   help="images per sequence: adds the vision encoder and merger, and the image tokens to the "
+                        "--seq-len text tokens (VLM presets only)")
+    p.add_argument("--image-size", default="448x448", help="WIDTHxHEIGHT in pixels of each image (default 448x448)")
+    p.add_argument("--quantize", default=None,
+                   help="parts the setting quantizes: comma list of L (language model), V (visual encoder), "
+                        "M (merger); default L, as the QE paper's main tables")
+
+
+def _vlm_requested(args: argparse.Namespace) -> bool:
+    return getattr(args, "images", None) is not None or getattr(args, "quantize", None) is not None
 
 
 def is_graph_file(model: str) -> bool:
@@ -49,6 +67,8 @@ def _workload(args: argparse.Namespace) -> dict:
         if args.setting is not None or args.method is not None:
             raise InputError(f"--setting/--method cannot be combined with a graph file ({args.model}): "
                              "its bits and adapters come from the file")
+        if _vlm_requested(args):
+            raise InputError(f"--images/--quantize cannot be combined with a graph file ({args.model})")
         return kw
     from qesim.graph.settings import parse_density
 
@@ -59,6 +79,8 @@ def _workload(args: argparse.Namespace) -> dict:
     kw.update(setting="W16A16" if args.setting is None else args.setting,
               method="none" if args.method is None else args.method, density=args.density,
               kv_bits=args.kv_bits, group_size=getattr(args, "group_size", None))
+    if _vlm_requested(args):
+        kw.update(images=args.images or 0, image_size=args.image_size, quantize=args.quantize)
     return kw
 
 
@@ -112,16 +134,24 @@ def run(args: argparse.Namespace) -> int:
           f"{d['tokens_per_s']:.1f} tokens/s  bound: {d['bound']}")
     if "speedup_vs_fp16" in d:
         print(f"speedup vs W16A16 on the same hardware: {d['speedup_vs_fp16']:.3f}x")
+    vlm = "image_tokens" in d
+    if vlm:
+        print(f"request: {d['images']} image(s) of {graph.meta['image_width']}x{graph.meta['image_height']} px "
+              f"({graph.meta['image_detail']}) -> {d['image_tokens']} image tokens + {d['text_tokens']} text tokens; "
+              f"quantized parts: {d['quantize'] or 'none'}")
+        for c, v in d["components"].items():
+            print(f"  {c:<9} {v['latency_s'] * 1e3:10.3f} ms  {_fmt_bytes(v['bytes']):>11}  bound: {v['bound']}")
     print("off-chip bytes: " + ", ".join(f"{m} {_fmt_bytes(v)}" for m, v in d["bytes"].items() if v))
     print("utilisation: " + ", ".join(f"{k} {v * 100:.1f}%" for k, v in d["utilization"].items() if v))
     for w in d["warnings"]:
         print(f"warning: {w}")
     total = d["cycles"] or 1.0
-    hdr = f"{'op':<22} {'kind':<9} {'x':>3} {'cycles/call':>12} {'share':>6} {'bytes/call':>11} {'bound':<8} tile"
+    w = max([22] + [len(o["name"]) for o in d["ops"]]) if vlm else 22
+    hdr = f"{'op':<{w}} {'kind':<9} {'x':>3} {'cycles/call':>12} {'share':>6} {'bytes/call':>11} {'bound':<8} tile"
     print(hdr)
     print("-" * len(hdr))
     for o in d["ops"]:
-        print(f"{o['name']:<22} {o['kind']:<9} {o['repeat']:>3} {o['cycles']:>12.4g} "
+        print(f"{o['name']:<{w}} {o['kind']:<9} {o['repeat']:>3} {o['cycles']:>12.4g} "
               f"{o['total_cycles'] / total * 100:>5.1f}% {_fmt_bytes(o['bytes']):>11} {o['bound']:<8} {o['tile']}")
     if d["fused_into"]:
         groups: dict = {}

@@ -5,6 +5,7 @@
     qesim graph build --model NAME --stage prefill|decode [--seq-len N] [--context N] [--batch B]
                       [--setting W4A8] [--method qe] [--density D|NAME=D,...] [--group-size G]
                       [--kv-bits B] [--out G.json]
+                      [--images N --image-size WxH --quantize L,V,M]   # + vision encoder and merger
 """
 
 from __future__ import annotations
@@ -65,9 +66,18 @@ def _build(args: argparse.Namespace) -> int:
         check_out_file(args.out)
     from qesim.graph.builders import build_graph
 
-    g = build_graph(args.model, stage=args.stage, seq_len=args.seq_len, context_len=args.context, batch=args.batch,
-                    setting=args.setting, method=args.method, density=args.density, kv_bits=args.kv_bits,
-                    group_size=args.group_size)
+    if args.images is not None or args.quantize is not None:
+        from qesim.graph.vision import build_vlm_graph, parse_image_size
+
+        g = build_vlm_graph(args.model, stage=args.stage, images=args.images or 0,
+                            image_size=parse_image_size(args.image_size), text_tokens=args.seq_len,
+                            context_len=args.context, batch=args.batch, setting=args.setting, method=args.method,
+                            quantize=args.quantize, density=args.density, kv_bits=args.kv_bits,
+                            group_size=args.group_size)
+    else:
+        g = build_graph(args.model, stage=args.stage, seq_len=args.seq_len, context_len=args.context,
+                        batch=args.batch, setting=args.setting, method=args.method, density=args.density,
+                        kv_bits=args.kv_bits, group_size=args.group_size)
     text = g.to_json()
     if args.out:
         _write(args.out, text)
@@ -104,5 +114,8 @@ def register(subparsers) -> None:
     s.add_argument("--group-size", type=int, default=None, help="weights per quantization group (-1 = per output "
                    "channel; default: g128 for weight-only settings, per channel for W-A settings)")
     s.add_argument("--kv-bits", type=int, default=None, help="KV-cache bits (default 16)")
+    from qesim.commands.estimate import add_image_args
+
+    add_image_args(s)
     s.add_argument("--out", help="write the graph JSON here instead of stdout")
     s.set_defaults(func=_build)

@@ -1,4 +1,8 @@
-"""``qesim reproduce table8 [--hw NAME|PATH] [--out DIR]``: the QE paper's Table 8.
+"""``qesim reproduce table8|table12 [--hw NAME|PATH] [--out DIR]``: the QE paper's Table 8 / Table 12.
+
+table12 writes DIR/table12.csv and DIR/table12.md: the modelled TTFT speedup of Table 12's rows
+(nothing / L / L+V / L+V+M quantized at W4A6 with QE, Qwen2VL-2B, one 448x448 image + 64 text
+tokens) on --hw and on the other reference config, beside the paper's accuracy columns.
 
 Writes DIR/table8.csv (contract columns, one row per paper cell), DIR/table8.md (the table, the
 paper's orderings, decode speedups at s = 1, the sensitivity table and the comparison with the
@@ -15,9 +19,9 @@ from qesim.errors import InputError
 
 
 def register(sub) -> None:
-    p = sub.add_parser("reproduce", help="reproduce a published table (table8)", description=__doc__,
+    p = sub.add_parser("reproduce", help="reproduce a published table (table8, table12)", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("table", choices=["table8"], help="which table")
+    p.add_argument("table", choices=["table8", "table12"], help="which table")
     p.add_argument("--hw", default="qe-paper-npu", help="hardware preset or YAML path (default qe-paper-npu)")
     p.add_argument("--out", default="reports", help="output directory (default reports/)")
     p.add_argument("--quiet", action="store_true", help="do not print the report")
@@ -83,6 +87,13 @@ def run(args: argparse.Namespace) -> int:
     from qesim.safeio import check_out_dir
 
     out = check_out_dir(args.out)  # '' would silently mean the current directory
+    if args.table == "table12":
+        from qesim.report.table12 import write_report
+
+        text = write_report([hw, other], out, f"qesim reproduce table12 --hw {args.hw} --out {args.out}")
+        if not args.quiet:
+            print(text)
+        return 0
 
     main = reproduce(hw)
     decode = reproduce(hw, stage="decode", tokens=1)

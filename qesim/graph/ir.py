@@ -69,6 +69,16 @@ class _Strict(BaseModel):
                               allow_inf_nan=False)
 
 
+#: Which part of a vision-language model an op belongs to (``qesim.graph.vision``): the vision
+#: encoder (ViT), the merger/projector into the LLM's hidden size, or the language model.
+Component = Literal["vision", "merger", "language"]
+
+
+class _OpBase(_Strict):
+    component: Component = Field(
+        "language", description="model part the op belongs to: vision encoder, merger/projector or language model")
+
+
 class RoutingStats(_Strict):
     """Measured routing of a routed-expert adapter (exported by the quantizer on real data).
 
@@ -125,7 +135,7 @@ class LowRankAdapters(_Strict):
         return self.shared_rank + (self.routed_rank * self.active_per_token if self.routed_experts else 0)
 
 
-class LinearOp(_Strict):
+class LinearOp(_OpBase):
     """y[M, N] = x[M, K] @ W[K, N] (+ adapters). M = ``tokens`` (batch x query tokens)."""
 
     kind: Literal["linear"] = "linear"
@@ -158,7 +168,7 @@ class LinearOp(_Strict):
         return self.tokens * self.in_features * self.out_features
 
 
-class AttentionOp(_Strict):
+class AttentionOp(_OpBase):
     """Scaled dot-product attention over a KV cache: QK^T, softmax (SFU), PV.
 
     ``q_len`` query tokens per sequence attend to ``kv_len`` keys (causal prefill:
@@ -194,7 +204,7 @@ SfuFunc = Literal[
 ]
 
 
-class SfuOp(_Strict):
+class SfuOp(_OpBase):
     """A vector op on the special function unit over ``rows`` vectors of ``width`` elements."""
 
     kind: Literal["sfu"] = "sfu"
@@ -208,7 +218,7 @@ class SfuOp(_Strict):
     repeat: Int = Field(1, ge=1, le=MAX_REPEAT)
 
 
-class EmbeddingOp(_Strict):
+class EmbeddingOp(_OpBase):
     """Token-embedding gather: ``tokens`` rows of ``hidden`` elements read from a table."""
 
     kind: Literal["embedding"] = "embedding"
@@ -220,7 +230,7 @@ class EmbeddingOp(_Strict):
     repeat: Int = Field(1, ge=1, le=MAX_REPEAT)
 
 
-class MoEOp(_Strict):
+class MoEOp(_OpBase):
     """Mixture-of-experts FFN: router gate, ``shared_experts`` always-on experts, ``experts``
     routed experts of which each token uses ``top_k``.
 

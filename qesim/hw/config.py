@@ -335,6 +335,30 @@ def achieved_bytes_per_cycle(bandwidth_gbps, efficiency, frequency_hz):
     return bandwidth_gbps * 1e9 * efficiency / frequency_hz
 
 
+class Interconnect(_Strict):
+    """Device-to-device links of a multi-device system (``qesim.perf.terms.collectives``).
+
+    ``link_bandwidth_gbps`` is per link and per direction (GB/s = 1e9 B/s), ``link_latency_us`` the
+    time of one message hop (microseconds). ``topology``: ``ring`` (each device linked to two
+    neighbours), ``fully_connected`` (a direct link between every pair) or ``switch`` (one port per
+    device into a non-blocking switch)."""
+
+    topology: Literal["ring", "fully_connected", "switch"] = "ring"
+    link_bandwidth_gbps: float = Field(gt=0, description="per link, per direction, GB/s")
+    link_latency_us: float = Field(ge=0, description="per hop (message) latency, microseconds")
+    efficiency: float = Field(1.0, gt=0, le=1, description="achieved fraction of the link bandwidth")
+    max_devices: int = Field(64, ge=1, description="largest system this interconnect builds (devices)")
+
+    @property
+    def bytes_per_s(self) -> float:
+        """Achieved bytes per second per link and direction."""
+        return self.link_bandwidth_gbps * 1e9 * self.efficiency
+
+    @property
+    def latency_s(self) -> float:
+        return self.link_latency_us * 1e-6
+
+
 class HardwareConfig(_Strict):
     """One accelerator: clock, matrix and vector engines, off-chip memories, buffers, policy."""
 
@@ -351,6 +375,8 @@ class HardwareConfig(_Strict):
     policy: Policy = Field(Policy(), description="modelling switches")
     terms: Terms = Field(default_factory=Terms, description="fidelity terms: fixed costs, achieved efficiencies, "
                          "dequantization (neutral by default)")
+    interconnect: Optional[Interconnect] = Field(
+        None, description="device-to-device links for --devices > 1 (None: single device only)")
     sources: dict[str, str] = Field(default_factory=dict, description="free-form provenance notes")
 
     @model_validator(mode="after")

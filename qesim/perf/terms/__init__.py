@@ -12,6 +12,8 @@ here reads a graph or a config object except :func:`op_class`, which names the c
   ``mpe.cores``, small-K roll-off) and achieved memory bandwidth per op class.
 - :mod:`.dequant`    dequantization work of weight-only formats.
 - :mod:`.attention`  the off-chip traffic of unfused attention (QK^T, softmax, PV as three ops).
+- :mod:`.collectives` multi-device communication (all-reduce, all-to-all, p2p) and pipeline bubbles
+  (issue 13), over ``HardwareConfig.interconnect``.
 
 Every default of the config fields is neutral: with them each function returns its input
 unchanged (``x * 1``, ``+ 0``, ``max(0, x)``), so today's numbers are reproduced exactly.
