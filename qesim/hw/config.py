@@ -343,11 +343,17 @@ class Interconnect(_Strict):
     neighbours), ``fully_connected`` (a direct link between every pair) or ``switch`` (one port per
     device into a non-blocking switch)."""
 
-    topology: Literal["ring", "fully_connected", "switch"] = "ring"
-    link_bandwidth_gbps: float = Field(gt=0, description="per link, per direction, GB/s")
-    link_latency_us: float = Field(ge=0, description="per hop (message) latency, microseconds")
-    efficiency: float = Field(1.0, gt=0, le=1, description="achieved fraction of the link bandwidth")
-    max_devices: int = Field(64, ge=1, description="largest system this interconnect builds (devices)")
+    topology: Literal["ring", "fully_connected", "switch"] = Field(
+        "ring", description="ring (two neighbours per device), fully_connected (a link per pair) or switch "
+        "(one port per device into a non-blocking switch)")
+    link_bandwidth_gbps: GBps = Field(ge=1e-3, le=MAX_BANDWIDTH_GBPS, json_schema_extra=_unit("GB/s", "GB/s"),
+                                      description="bandwidth of one link in one direction, GB/s (1e9 B/s)")
+    link_latency_us: Num = Field(ge=0, le=1e6, json_schema_extra=_unit("us"),
+                                 description="latency of one message hop, microseconds")
+    efficiency: Num = Field(1.0, gt=0, le=1, json_schema_extra=_unit("fraction"),
+                            description="achieved fraction of the link bandwidth (dimensionless)")
+    max_devices: Int = Field(64, ge=1, le=2**20, json_schema_extra=_unit("devices"),
+                             description="largest system this interconnect builds (devices)")
 
     @property
     def bytes_per_s(self) -> float:
