@@ -214,3 +214,16 @@ def test_table12_rows_and_paper_columns(tmp_path):
     acc = paper_accuracy()
     assert list(df[df.hw == "qe-paper-npu"].paper_avg) == list(acc.avg)
     assert "the paper's" in text
+
+
+def test_api_estimate_takes_images_and_keeps_them_in_the_baseline():
+    import qesim
+
+    est = qesim.estimate("qwen2vl-2b", "flightllm-u280", setting="W4A6", method="qe", seq_len=64, images=1,
+                         image_size="448x448", quantize="L,V,M")
+    d = est.to_dict()
+    assert d["image_tokens"] == 256 and set(d["components"]) == {"vision", "merger", "language"}
+    fp16 = qesim.estimate("qwen2vl-2b", "flightllm-u280", seq_len=64, images=1).latency_s
+    assert d["fp16_latency_s"] == pytest.approx(fp16)      # the baseline is the same request at fp16
+    with pytest.raises(InputError):
+        qesim.estimate("qwen2vl-2b", images=1, image_size="huge")
