@@ -11,6 +11,9 @@ one image (or tile), norms / activations / RoPE / position and layer-scale produ
 
 Sizes are in elements (pixels, patches, tokens, features); precisions in bits.
 
+With ``qe`` / ``aser`` each quantized linear's input is first scaled by its own per-channel vector
+(an ``eltwise_mul`` SFU op ``<linear>_omega``), as :func:`qesim.graph.builders.build_graph` does for the LLM.
+
 Which parts are quantized is ``quantize`` (a subset of ``{"L", "V", "M"}``, QE paper Sec. 8.3 /
 Table 12: L = the LLM, V = the visual encoder, M = the merger): the quantized parts get the
 setting's bits and the method's adapters on their linears (and per-token activation ``quantize``
@@ -33,7 +36,8 @@ from typing import Any, Literal, Optional, Sequence
 
 from qesim.errors import InputError
 from qesim.graph.ir import AttentionOp, LayerGraph, LinearOp, SfuOp
-from qesim.graph.settings import AdapterDefaults, linear_fields, method_adapters, parse_setting
+from qesim.graph.settings import (INPUT_SCALING_METHODS, AdapterDefaults, linear_fields, method_adapters,
+                                  parse_setting)
 
 __all__ = [
     "VisionSpec", "ImageLayout", "vision_spec", "vision_presets", "qwen2vl_smart_resize", "internvl_tiles",
@@ -309,13 +313,16 @@ class _Ops:
     """Op factory for one component at one setting (fp16 or quantized with adapters)."""
 
     def __init__(self, prefix: str, component: str, quantized: bool, setting: str, method: str,
-                 defaults: AdapterDefaults, group_size: Optional[int] = None):
+                 defaults: AdapterDefaults, group_size: Optional[int] = None, input_scaling: Optional[bool] = None):
         qs = parse_setting(setting if quantized else "W16A16", group_size)
         self.prefix, self.component = prefix, component
         self.fields = linear_fields(qs)
         ad = method_adapters(method, defaults)
         self.adapters = ad if (ad is not None and not qs.is_fp16) else None
         self.a_bits = qs.a_bits
+        # QE's omega / ASER's smoothing: a per-linear input scaling before its quantizer (as build_graph does)
+        rule = self.adapters is not None and method.lower() in INPUT_SCALING_METHODS
+        self.scaling = rule if input_scaling is None else (bool(input_scaling) and not qs.is_fp16)
         self.ops: list[Any] = []
 
     def lin(self, name: str, k: int, n: int, tokens: int, repeat: int = 1, *, fp16: bool = False) -> None:
@@ -330,13 +337,17 @@ class _Ops:
                               out_bits=out_bits, repeat=repeat, component=self.component))
 
     def quant(self, name: str, rows: int, width: int, repeat: int = 1) -> None:
+        """The input quantizer of the next linear (a < 16), preceded by its omega scaling (qe/aser)."""
+        if self.scaling:
+            self.sfu(name.replace("_quant", "_omega"), "eltwise_mul", rows, width, repeat)
         if self.a_bits < 16:
             self.sfu(name, "quantize", rows, width, repeat, out_bits=self.a_bits)
 
 
 def vision_ops(vs: VisionSpec, layout: ImageLayout, *, images: int, llm_hidden: int, setting: str = "W16A16",
                method: str = "none", quantize: frozenset[str] = frozenset("L"),
-               adapter_defaults: AdapterDefaults = AdapterDefaults(), group_size: Optional[int] = None) -> list:
+               adapter_defaults: AdapterDefaults = AdapterDefaults(), group_size: Optional[int] = None,
+               input_scaling: Optional[bool] = None) -> list:
     """The ops of the vision tower (component ``vision``) and merger (``merger``) for ``images``
     images of ``layout`` (all requests of a batch together: pass images = batch x images)."""
     crops = images * layout.crops
@@ -344,7 +355,7 @@ def vision_ops(vs: VisionSpec, layout: ImageLayout, *, images: int, llm_hidden: 
     P = crops * layout.patches_per_crop                          # patches through the patch embed
     T = crops * seq                                              # rows through the blocks
     h, I, L = vs.hidden, vs.intermediate, vs.layers
-    v = _Ops("vision", "vision", "V" in quantize, setting, method, adapter_defaults, group_size)
+    v = _Ops("vision", "vision", "V" in quantize, setting, method, adapter_defaults, group_size, input_scaling)
 
     v.lin("patch_embed", vs.patch_in, h, P, fp16=True)
     if vs.learned_pos:
@@ -374,7 +385,7 @@ def vision_ops(vs: VisionSpec, layout: ImageLayout, *, images: int, llm_hidden: 
     if vs.final_norm:
         v.sfu("final_norm", "layernorm", T, h)
 
-    m = _Ops("merger", "merger", "M" in quantize, setting, method, adapter_defaults, group_size)
+    m = _Ops("merger", "merger", "M" in quantize, setting, method, adapter_defaults, group_size, input_scaling)
     tok = P // (vs.merge * vs.merge)   # merged tokens (class tokens dropped)
     W = vs.merged_width
     if vs.merger in ("qwen2vl", "qwen3vl", "kimivl"):
@@ -420,6 +431,7 @@ def build_vlm_graph(
     kv_bits: Optional[int] = None,
     group_size: Optional[int] = None,
     linear_overrides: Optional[dict] = None,
+    input_scaling: Optional[bool] = None,
 ) -> LayerGraph:
     """One whole request: vision tower + merger + the LLM over ``text_tokens`` + image tokens.
 
@@ -429,7 +441,7 @@ def build_vlm_graph(
     come from the merger). Decode: the images are already encoded, their tokens sit in the KV
     cache (``context_len`` is the text context; the image tokens are added to it) and only the
     LLM runs. ``density`` applies to the LLM linears only. ``quantize`` picks the quantized parts
-    (default ``L``).
+    (default ``L``). ``input_scaling`` (None = the method's rule, see build_graph) applies to every part.
     """
     from qesim.graph.builders import build_graph
     from qesim.graph.presets import get_spec
@@ -449,7 +461,7 @@ def build_vlm_graph(
         g = build_graph(spec.name, stage=stage, seq_len=text_tokens + img_tok, context_len=context_len, batch=batch,
                         setting=lang_setting, method=lang_method, density=density,
                         adapter_defaults=adapter_defaults, kv_bits=kv_bits, group_size=group_size,
-                        linear_overrides=linear_overrides)
+                        linear_overrides=linear_overrides, input_scaling=input_scaling)
         lang = []
         for op in g.ops:
             if op.kind == "embedding" and op.name == "embedding":
@@ -457,13 +469,13 @@ def build_vlm_graph(
             lang.append(op)
         front = vision_ops(vs, lay, images=batch * images, llm_hidden=spec.hidden, setting=setting, method=method,
                            quantize=parts, adapter_defaults=adapter_defaults,
-                           group_size=group_size) if images else []
+                           group_size=group_size, input_scaling=input_scaling) if images else []
         ops = front + lang
     else:
         g = build_graph(spec.name, stage=stage, seq_len=1, context_len=context_len + img_tok, batch=batch,
                         setting=lang_setting, method=lang_method, density=density,
                         adapter_defaults=adapter_defaults, kv_bits=kv_bits, group_size=group_size,
-                        linear_overrides=linear_overrides)
+                        linear_overrides=linear_overrides, input_scaling=input_scaling)
         ops = list(g.ops)
     qs = parse_setting(setting)
     qtag = "".join(p for p in "LVM" if p in parts)
