@@ -4,6 +4,7 @@
                    --stage prefill --seq-len 128 [--context 0] [--batch 1] [--density D|NAME=D,...] [--group-size G] \\
                    [--engine analytical|cycle] [--json]
     qesim estimate --model G.json --hw qe-paper-npu          # an exported / hand-written graph
+    qesim estimate --model qwen2vl-72b --hw flightllm-u280 --devices auto [--parallel tp|pp|ep|tp*pp]
     qesim estimate --model qwen2vl-7b --images 2 --image-size 896x672 --seq-len 64 \\
                    --setting W4A6 --method qe --quantize L,V,M   # vision + merger + LLM, per component
 """
@@ -106,6 +107,9 @@ def register(sub) -> None:
 
     p.add_argument("--engine", choices=engine_names(), default="analytical")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    from qesim.commands.devices import add_device_args
+
+    add_device_args(p)
     p.set_defaults(func=run)
 
 
@@ -118,7 +122,10 @@ def _fmt_bytes(b: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from qesim.api import estimate
+    from qesim.commands import devices
 
+    if devices.requested(args):   # several devices over the config's interconnect (qesim.perf.multidevice)
+        return devices.run_devices(args, _workload(args))
     est = estimate(args.model, args.hw, engine=args.engine, **_workload(args))
     d = est.to_dict()
     hw, graph = est.hw, est.graph

@@ -1,0 +1,223 @@
+"""Multi-device estimates: per-device shard graphs (qesim.graph.parallel) costed by the one cost
+model, plus the collectives (qesim.perf.terms.collectives) over ``HardwareConfig.interconnect``.
+
+Time of one pass (seconds):
+
+- TP (x EP): ``device_s`` (the shard graph on one device, by the chosen engine) + ``collective_s``
+  (every all-reduce / all-gather / all-to-all of the pass, summed: communication is assumed *not*
+  overlapped with compute, the conservative reading; Megatron-LM also runs them on the critical path).
+- PP: the batch is cut into ``m`` micro-batches (default: one per sequence, so a batch-1 request
+  has m = 1); each stage's time per micro-batch ``t_s`` (its shard graph at batch / m, plus its TP
+  collectives); total = ``(m + p - 1) * max_s t_s + (p - 1) * p2p`` (GPipe fill/drain), of which the
+  bubble is ``(p - 1) * max_s t_s``.
+
+The cycle engine, when chosen, replays the schedule of ONE device's shard graph (and of each PP
+stage separately); the collectives and the pipeline composition are added by these formulas, not
+simulated.
+
+Footprint (bytes per device, :func:`device_footprint`): weights of the shard (bits x elements,
+density, group scales ignored), adapters, embedding tables (unless tied), MoE experts held, and the
+KV cache (language attention only) at the end of the pass. Activations are not counted (they are a
+few MB at these shapes). ``fits`` compares it with the memory that holds the weights (HBM, plus DDR
+for tensors placed in DDR).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from typing import Optional
+
+from qesim.errors import InputError
+from qesim.graph.ir import AttentionOp, EmbeddingOp, LayerGraph, LinearOp, MoEOp
+from qesim.graph.parallel import Comm, ParallelPlan, ep_shard, parse_parallel, pp_stages, tp_shard
+from qesim.perf.terms import collectives as C
+
+__all__ = ["device_footprint", "device_capacity", "estimate_parallel", "auto_plan"]
+
+
+def _linear_weight_bytes(op: LinearOp) -> float:
+    if op.weight_shared_with:
+        return 0.0
+    dens = op.weight_density if isinstance(op.weight_density, (int, float)) else 1.0
+    w = op.in_features * op.out_features * dens * op.weight_bits / 8.0
+    ad = op.adapters
+    if ad is not None:
+        K, N = op.in_features, op.out_features
+        el = ad.shared_rank * (K + N) + ad.routed_experts * ad.routed_rank * (K + N)
+        if ad.router and ad.routed_experts:
+            el += K * ad.routed_experts
+        w += el * ad.adapter_bits / 8.0
+    return w * op.repeat
+
+
+def device_footprint(graph: LayerGraph) -> dict:
+    """Bytes one device holds for ``graph`` (its shard): ``weights``, ``kv_cache``, ``total``, and
+    ``by_memory`` placement-free (the caller maps them to memories)."""
+    weights = embed = kv = 0.0
+    for op in graph.ops:
+        if isinstance(op, LinearOp):
+            weights += _linear_weight_bytes(op)
+        elif isinstance(op, MoEOp):
+            per_expert = op.mats * op.hidden * op.expert_intermediate
+            weights += op.repeat * (op.experts * per_expert * op.weight_bits / 8.0
+                                    + op.mats * op.hidden * op.shared_width * op.weight_bits / 8.0
+                                    + op.hidden * op.experts * op.gate_bits / 8.0)
+        elif isinstance(op, EmbeddingOp):
+            embed += op.vocab * op.hidden * op.bits / 8.0
+        elif isinstance(op, AttentionOp) and op.component == "language":
+            kv += op.repeat * 2.0 * op.batch * op.kv_heads * op.head_dim * op.kv_len * op.kv_bits / 8.0
+    return dict(weights=weights, embeddings=embed, kv_cache=kv, total=weights + embed + kv)
+
+
+def device_capacity(hw) -> float:
+    """Bytes of the off-chip memory that holds the weights on one device (``placement.weights``)."""
+    return hw.memory(hw.placement.weights).capacity_gib * 2**30
+
+
+def memory_need(fp: dict, hw) -> dict:
+    """Bytes needed per memory (hbm, ddr) by a device footprint, from the config's placement."""
+    need = {"hbm": 0.0, "ddr": 0.0}
+    need[hw.placement.weights] += fp["weights"]
+    need[hw.placement.embeddings] += fp["embeddings"]
+    need[hw.placement.kv_cache] += fp["kv_cache"]
+    return need
+
+
+def _fits(fp: dict, hw) -> bool:
+    need = memory_need(fp, hw)
+    hbm = hw.hbm.capacity_gib * 2**30
+    ddr = hw.ddr.capacity_gib * 2**30 if hw.ddr is not None else 0.0
+    return need["hbm"] <= hbm and need["ddr"] <= ddr
+
+
+def _comm_s(comms: list[Comm], n: int, ic) -> dict:
+    out: dict = {}
+    for c in comms:
+        if c.kind == "allreduce":
+            t = C.allreduce_s(c.nbytes, n, ic.bytes_per_s, ic.latency_s, ic.topology)
+        elif c.kind == "allgather":
+            t = C.allgather_s(c.nbytes, n, ic.bytes_per_s, ic.latency_s, ic.topology)
+        else:
+            t = C.all_to_all_s(c.nbytes, n, ic.bytes_per_s, ic.latency_s, ic.topology)
+        out[c.component] = out.get(c.component, 0.0) + float(t) * c.count
+    return out
+
+
+def _shard(graph: LayerGraph, plan: ParallelPlan):
+    g, comms_tp = tp_shard(graph, plan.tp)
+    g, comms_ep = ep_shard(g, plan.ep)
+    return g, comms_tp, comms_ep
+
+
+def _with_batch(graph: LayerGraph, model_builder, batch: int) -> LayerGraph:
+    return model_builder(batch)
+
+
+def estimate_parallel(graph: LayerGraph, hw, plan: ParallelPlan, *, engine: str = "analytical",
+                      micro_graph=None, micro_batches: Optional[int] = None) -> dict:
+    """The multi-device estimate of ``graph`` under ``plan`` (see the module docstring).
+
+    ``micro_graph(b)`` rebuilds the request at ``b`` sequences (PP micro-batches); without it the
+    pipeline runs the whole batch as one micro-batch."""
+    from qesim.perf.engines import run_engine
+
+    n = plan.devices
+    if n > 1 and hw.interconnect is None:
+        raise InputError(f"hardware {hw.name!r} has no interconnect section: --devices > 1 needs one "
+                         "(link bandwidth, latency, topology)")
+    ic = hw.interconnect
+    if n > 1 and n > ic.max_devices:
+        raise InputError(f"--devices {n} exceeds interconnect.max_devices = {ic.max_devices} of {hw.name!r}")
+    m = 1
+    g_mb = graph
+    if plan.pp > 1:
+        m = micro_batches or graph.batch
+        if graph.batch % m:
+            raise InputError(f"batch {graph.batch} is not divisible into {m} micro-batches")
+        if m > 1 and micro_graph is not None:
+            g_mb = micro_graph(graph.batch // m)
+        elif m > 1:
+            m = 1
+    stages, p2p_bytes = pp_stages(g_mb, plan.pp)
+    rows = []
+    for s, sg in enumerate(stages):
+        dg, ctp, cep = _shard(sg, plan)
+        est = run_engine(engine, dg, hw)
+        comm = _comm_s(ctp, plan.tp, ic) if plan.tp > 1 else {}
+        for k, v in (_comm_s(cep, plan.ep, ic) if plan.ep > 1 else {}).items():
+            comm[k] = comm.get(k, 0.0) + v
+        fp = device_footprint(dg)
+        rows.append(dict(stage=s, device_s=est.latency_s, collective_s=sum(comm.values()), collective_by_component=comm,
+                         footprint=fp, fits=_fits(fp, hw), bound=est.bound, graph=dg))
+    t_stage = [r["device_s"] + r["collective_s"] for r in rows]
+    p = plan.pp
+    p2p = float(C.p2p_s(p2p_bytes, ic.bytes_per_s, ic.latency_s)) if p > 1 else 0.0
+    if p > 1:
+        total = float(C.pipeline_s(max(t_stage), p, m)) + (p - 1) * p2p
+        bubble = (p - 1) * max(t_stage)
+    else:
+        total, bubble = t_stage[0], 0.0
+    tokens = graph.batch * graph.seq_len
+    worst = max(rows, key=lambda r: r["footprint"]["total"])
+    return dict(
+        devices=n, parallel=plan.label(), tp=plan.tp, pp=plan.pp, ep=plan.ep, micro_batches=m, engine=engine,
+        latency_s=total, tokens_per_s=tokens / total if total > 0 else float("inf"),
+        device_s=sum(r["device_s"] for r in rows) if p == 1 else max(r["device_s"] for r in rows),
+        collective_s=sum(r["collective_s"] for r in rows) * (m if p > 1 else 1),   # summed over stages x micro-batches
+        pipeline_bubble_s=bubble, p2p_s=(p - 1) * p2p,
+        bubble_fraction=float(C.bubble_fraction(p, m)),
+        per_stage=[dict(stage=r["stage"], device_s=r["device_s"], collective_s=r["collective_s"], bound=r["bound"],
+                        collective_by_component=r["collective_by_component"],
+                        footprint_bytes=r["footprint"]["total"], fits=r["fits"]) for r in rows],
+        footprint_bytes_per_device=worst["footprint"]["total"], footprint=worst["footprint"],
+        need_bytes_by_memory=memory_need(worst["footprint"], hw),
+        capacity_bytes_by_memory={"hbm": hw.hbm.capacity_gib * 2**30,
+                                  "ddr": hw.ddr.capacity_gib * 2**30 if hw.ddr is not None else 0.0},
+        capacity_bytes_per_device=device_capacity(hw), fits=all(r["fits"] for r in rows),
+        interconnect=dict(ic.model_dump()) if ic is not None else None,
+        cycle_model_note=("cycle engine: each device's shard schedule is replayed; collectives and the pipeline "
+                          "are added analytically, not simulated") if engine == "cycle" else None,
+    )
+
+
+def _valid_tp(graph: LayerGraph, tp: int) -> bool:
+    try:
+        tp_shard(graph, tp)
+        return True
+    except InputError:
+        return False
+
+
+def auto_plan(graph: LayerGraph, hw, *, parallel: Optional[str] = None, max_devices: Optional[int] = None) -> ParallelPlan:
+    """The fewest devices whose per-device footprint fits (``--devices auto``). ``parallel`` None or
+    ``tp*pp``: TP up to 8 (a power of two the heads divide by) first, then PP; ``tp`` / ``pp`` / ``ep``:
+    that axis only. Ties at the same device count are not searched further (the first fitting plan)."""
+    lim = max_devices or (hw.interconnect.max_devices if hw.interconnect is not None else 1)
+    axis = (parallel or "tp*pp").lower().replace("x", "*")
+    L = int(graph.meta.get("layers") or 1)
+    for n in range(1, lim + 1):
+        cands = []
+        if axis in ("tp", "ep", "pp"):
+            cands = [ParallelPlan(**{axis: n})]
+        else:
+            for tp in (8, 4, 2, 1):
+                if n % tp == 0 and n // tp <= L:
+                    cands.append(ParallelPlan(tp=tp, pp=n // tp))
+        for plan in cands:
+            try:
+                if plan.pp > L:
+                    continue
+                stages, _ = pp_stages(graph, plan.pp)
+                ok = True
+                for sg in stages:
+                    dg, _, _ = _shard(sg, plan)
+                    if not _fits(device_footprint(dg), hw):
+                        ok = False
+                        break
+                if ok:
+                    return plan
+            except InputError:
+                continue
+    raise InputError(f"{graph.model} does not fit on up to {lim} devices of {hw.name!r} "
+                     f"(parallel {axis}); per-device capacity {device_capacity(hw) / 1e9:.1f} GB")
