@@ -195,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"qesim: error: command {first!r} needs the Python package {root!r}, which is not "
                   f"installed; install it with: bash scripts/setup.sh", file=sys.stderr)
         return 2
+    from qesim.progress import set_argv
+
+    set_argv(argv)  # reports record the command actually run
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # a usage error (one line, see QesimParser.error) is an exit status

@@ -39,6 +39,7 @@ def register(sub) -> None:
                    help="every preset x {prefill 128, decode at 512} x {W16A16,W4A8,W3A16} x 3 FlightLLM/QE configs")
     p.add_argument("--models", default=None, help="with --all: comma-separated model presets (default: all)")
     p.add_argument("--out", default="reports", help="with --all: output directory (default reports/)")
+    p.add_argument("--quiet", action="store_true", help="with --all: no progress bar (the paths written are printed)")
     p.set_defaults(func=run)
 
 
@@ -52,16 +53,27 @@ def run_all(args) -> int:
         raise InputError(f"unknown model preset(s): {', '.join(unknown)}")
     from qesim.safeio import check_out_dir
 
+    from qesim.progress import bar, command_line
+
     out = check_out_dir(args.out)
-    cases, outs, skipped = sweep(models)
+    from qesim.report.engines import HW_NAMES, SETTINGS, STAGES
+
+    pb = bar(len(models) * len(STAGES) * len(SETTINGS) * len(HW_NAMES), "compare-engines --all", args.quiet)
+    cases, outs, skipped = sweep(models, progress=pb)
+    pb.close()
+    timing_cols = ["model", "stage", "setting", "method", "hw", "events", "wall_s"]
+    cases[timing_cols].to_csv(out / "engines_timing.csv", index=False)  # wall times: not reproducible
+    cases = cases.drop(columns=["wall_s"])
     cases.to_csv(out / "engines.csv", index=False)
     outs.to_csv(out / "engines_outliers.csv", index=False)
     exact = exact_replay_check() if "llama2-7b" in models else None
     variants = variant_rows() if "llama2-7b" in models else None
-    (out / "engines.md").write_text(render_markdown(cases, outs, skipped, exact, variants))
+    (out / "engines.md").write_text(render_markdown(cases, outs, skipped, exact, variants,
+                                                    command_line(f"qesim compare-engines --all --out {args.out}")))
     e2e = cases["diff_pct"].abs()
     print(f"{len(cases)} cases: end-to-end max |diff| {e2e.max():.3f}%, {len(outs)} op rows beyond 3%; "
-          f"wrote {out / 'engines.md'}, {out / 'engines.csv'}, {out / 'engines_outliers.csv'}")
+          f"wrote {out / 'engines.md'}, {out / 'engines.csv'}, {out / 'engines_outliers.csv'}, "
+          f"{out / 'engines_timing.csv'}")
     return 0
 
 

@@ -44,6 +44,7 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--report", action="store_true", help="write the full inference report")
     p.add_argument("--out", default="reports", help="with --report: output directory")
+    p.add_argument("--quiet", action="store_true", help="with --report: no progress bar (the paths written are printed)")
     p.set_defaults(func=run)
 
 
@@ -56,10 +57,17 @@ def run(args: argparse.Namespace) -> int:
         from qesim.report.inference import render_markdown, request_rows
         from qesim.safeio import check_out_dir
 
+        from qesim.progress import bar, command_line
+        from qesim.report.inference import HW_NAMES, MODELS, REQUESTS, SETTINGS
+
         out = check_out_dir(args.out)  # before the report's runs, not after them
-        df = request_rows(sample_every=args.sample_every)
+        pb = bar(len(MODELS) * len(HW_NAMES) * len(SETTINGS) * len(REQUESTS), "inference --report", args.quiet,
+                 unit="request")
+        df = request_rows(sample_every=args.sample_every, progress=pb)
+        pb.close()
         df.to_csv(out / "inference.csv", index=False)
-        (out / "inference.md").write_text(render_markdown(df, args.sample_every))
+        (out / "inference.md").write_text(render_markdown(
+            df, args.sample_every, command_line(f"qesim inference --report --out {args.out}")))
         print(f"{len(df)} requests; wrote {out / 'inference.md'}, {out / 'inference.csv'}")
         return 0
     if not args.model:
