@@ -16,7 +16,6 @@ Figures go to ``OUT/index_files/``; the page is ``OUT/index.html``.
 
 from __future__ import annotations
 
-import datetime as _dt
 import html
 import shlex
 import sys
@@ -28,7 +27,9 @@ import pandas as pd
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1250px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.6em}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}h3{font-size:1.05em}
-table{border-collapse:collapse;font-size:.82em;margin:.6em 0 1em}
+.tbl{overflow-x:auto;max-width:100%;max-height:32em;overflow-y:auto;margin:.6em 0 1em;border:1px solid #eee}
+table{border-collapse:collapse;font-size:.82em;margin:0}
+thead th{position:sticky;top:0}
 th,td{border:1px solid #ccc;padding:.2em .5em;text-align:right}th{background:#f3f3f3}
 td:first-child,th:first-child{text-align:left}
 img{max-width:100%;border:1px solid #eee;margin:.5em 0}
@@ -54,17 +55,52 @@ def _table(df: pd.DataFrame, floatfmt: str = "{:.4g}", max_rows: int = 60, cls: 
     if len(df) > max_rows:
         more = f'<p class="note">first {max_rows} of {len(df)} rows</p>'
         df = df.head(max_rows)
+    df = humanize(df)
     body = df.to_html(index=False, border=0, classes=cls or None, na_rep="",
                       float_format=lambda v: floatfmt.format(v))
-    return body + more
+    return f'<div class="tbl">{body}</div>' + more  # wide tables scroll inside their box
+
+
+def _human_bytes(b: float) -> str:
+    for unit, div in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(b) >= div:
+            return f"{b / div:.3g} {unit}"
+    return f"{b:.0f} B"
+
+
+def _human_seconds(s: float) -> str:
+    for unit, mul in (("s", 1.0), ("ms", 1e3), ("µs", 1e6), ("ns", 1e9)):
+        if abs(s) * mul >= 1 or unit == "ns":
+            return f"{s * mul:.4g} {unit}"
+    return f"{s:.3g} s"
+
+
+def humanize(df: pd.DataFrame) -> pd.DataFrame:
+    """Byte, second and bandwidth columns in human units (MiB, ms/µs, GB/s) for display; other
+    columns unchanged. The CSV files keep the raw numbers."""
+    out = df.copy()
+    for c in out.columns:
+        col = out[c]
+        if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+            continue
+        name = str(c)
+        if name.endswith("_bytes") or name == "bytes" or name.startswith("bytes_"):
+            out[c] = [("" if pd.isna(v) else _human_bytes(float(v))) for v in col]
+        elif name.endswith("_s") and not name.endswith("tokens_per_s"):
+            out[c] = [("" if pd.isna(v) else _human_seconds(float(v))) for v in col]
+        elif name.endswith("_gbps"):
+            out[c] = [("" if pd.isna(v) else f"{float(v):.4g} GB/s") for v in col]
+    return out
 
 
 def _img(rel: str, alt: str) -> str:
     return f'<p><img src="{html.escape(rel)}" alt="{html.escape(alt)}"></p>'
 
 
-def _skip(msg: str) -> str:
-    return f'<p class="skip">Skipped: {html.escape(msg)}</p>'
+def _skip(msg: str, command: Optional[str] = None) -> str:
+    """A skipped-section note; ``command`` is the command that produces the missing input."""
+    fill = f' Fill it with <code>{html.escape(command)}</code>.' if command else ""
+    return f'<p class="skip">Skipped: {html.escape(msg)}{fill}</p>'
 
 
 def _p(text: str) -> str:
@@ -236,6 +272,17 @@ def section_per_op(hw_name: str, model: str, figdir: Path, rel: str) -> str:
     return "\n".join(out)
 
 
+#: the command that writes each report section's input (named in its "Skipped" note)
+FILL_COMMANDS = {
+    "inference": "qesim inference --report --out {out}",
+    "engines": "qesim compare-engines --all --out {out}",
+    "moe_speedup": "qesim moe speedup --out {out}",
+    "moqe": "qesim moqe run --out {out}",
+    "moqe_same_budget": "qesim moqe run --name moqe_same_budget --out {out}",
+    "veq": "qesim moe veq --out {out}",
+}
+
+
 def section_existing(out_dir: Path, own_figs: set) -> str:
     parts = ["<h2 id='others'>Inference and engine reports</h2>"]
     found = False
@@ -248,7 +295,8 @@ def section_existing(out_dir: Path, own_figs: set) -> str:
         csv = out_dir / f"{stem}.csv"
         md = out_dir / f"{stem}.md"
         if not csv.exists() and not md.exists():
-            parts.append(_skip(f"{stem}.csv / {stem}.md not found in {out_dir}."))
+            parts.append(_skip(f"{stem}.csv / {stem}.md not found in {out_dir}.",
+                               FILL_COMMANDS[stem].format(out=out_dir)))
             continue
         found = True
         parts.append(f"<h3>{html.escape(title)}</h3>")
@@ -278,7 +326,9 @@ def build_report(out_dir: str | Path, sweep_dir: Optional[str | Path] = None, *,
     figdir.mkdir(parents=True, exist_ok=True)
     rel = figdir.name
     acc = Path(accuracy_csv) if accuracy_csv else out_dir / "accuracy.csv"
-    cmd = command or "qesim " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    from qesim.progress import command_line
+
+    cmd = command or command_line("qesim report --out " + shlex.quote(str(out_dir)))
     sections = [
         section_table8(table8_hw),
         section_accuracy(acc, figdir, rel, dse_hw, model),
@@ -289,13 +339,12 @@ def build_report(out_dir: str | Path, sweep_dir: Optional[str | Path] = None, *,
     nav = " ".join(f'<a href="#{a}">{t}</a>' for a, t in (("table8", "Table 8"), ("accuracy", "Accuracy vs speed"),
                                                           ("sweep", "Sweep"), ("perop", "Per-op"),
                                                           ("others", "Other reports")))
-    when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>qesim report</title>
 <style>{CSS}</style><script>{CHECK_JS}</script></head>
 <body>
 <h1>qesim report</h1>
-<p class="note">Generated by <code>{html.escape(cmd)}</code> at {when}. Regenerate; do not edit.
+<p class="note">Generated by <code>{html.escape(cmd)}</code>. Regenerate; do not edit.
 Table 8 on <code>{html.escape(table8_hw)}</code>; per-op views and quantizer speeds on
 <code>{html.escape(dse_hw)}</code> with <code>{html.escape(model)}</code>. Every number comes from the
 analytical model under the named config's written assumptions (see <code>hw_configs/</code>).</p>

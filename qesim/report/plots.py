@@ -30,6 +30,63 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+#: label offsets tried in order (points), nearest first
+_OFFSETS = [(4, 3), (4, -10), (-4, 3), (-4, -10), (0, 9), (0, -14), (10, 12), (10, -18), (-10, 12), (-10, -18),
+            (18, 0), (-18, 0), (16, 22), (16, -28), (-16, 22), (-16, -28), (30, 8), (-30, 8), (30, -14), (-30, -14)]
+
+
+def label_points(ax, xs, ys, labels, fontsize: float = 7, merge_px: float = 9.0, max_names: int = 4) -> int:
+    """Direct labelling without overlaps: points closer than ``merge_px`` pixels share one label
+    ("q_proj, k_proj, v_proj"); each label takes the first of a fixed list of offsets where its
+    box overlaps no label placed before (a thin leader line when it sits away from its point).
+    Deterministic. Call after the axes' scales and limits are final. Returns the labels drawn."""
+    import numpy as np
+
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    xs, ys = np.asarray(xs, float), np.asarray(ys, float)
+    ok = np.isfinite(xs) & np.isfinite(ys)
+    disp = ax.transData.transform(np.column_stack([xs, ys])[ok]) if ok.any() else np.zeros((0, 2))
+    groups: list[list] = []  # [display x, display y, data x, data y, names]
+    for (px, py), x, y, lab in zip(disp, xs[ok], ys[ok], [lb for lb, k in zip(labels, ok) if k]):
+        for g in groups:
+            if (g[0] - px) ** 2 + (g[1] - py) ** 2 < merge_px ** 2:
+                if lab not in g[4]:
+                    g[4].append(lab)
+                break
+        else:
+            groups.append([px, py, x, y, [lab]])
+    from matplotlib.text import Text
+    from matplotlib.transforms import Bbox
+
+    def text_box(t):  # the text alone (an Annotation's own extent includes its leader line)
+        t.update_positions(renderer)
+        return Text.get_window_extent(t, renderer)
+
+    r = 4.0 * fig.dpi / 72  # the markers are obstacles too
+    placed = [Bbox([[px - r, py - r], [px + r, py + r]]) for px, py in disp]
+    for _, _, x, y, names in groups:
+        text = ", ".join(names[:max_names]) + (f" +{len(names) - max_names}" if len(names) > max_names else "")
+        best = None
+        for dx, dy in _OFFSETS:
+            far = abs(dx) + abs(dy) > 14
+            t = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=fontsize,
+                            ha="left" if dx >= 0 else "right", va="bottom" if dy >= 0 else "top",
+                            arrowprops=dict(arrowstyle="-", lw=0.4, color="0.55") if far else None, zorder=4)
+            bb = text_box(t).expanded(1.04, 1.15)
+            if not any(bb.overlaps(p) for p in placed):
+                best = (t, bb)
+                break
+            t.remove()
+        if best is None:  # every offset collides: the first one, accepted
+            dx, dy = _OFFSETS[0]
+            t = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=fontsize, zorder=4)
+            best = (t, text_box(t))
+        placed.append(best[1])
+    return len(groups)
+
+
 def _wl_label(r) -> str:
     stage = r["stage"]
     what = f"s={r['seq_len']}" if stage == "prefill" else f"ctx={r['context_len']}"
@@ -120,13 +177,12 @@ def accuracy_speed_plot(table: pd.DataFrame, metric: str, speed_col: str, path: 
     for i, s in enumerate(settings):
         g = table[table["setting"] == s]
         ax.scatter(g[speed_col], g[metric], marker=markers[i % len(markers)], s=50, label=s)
-        for r in g.itertuples():
-            ax.annotate(str(r.method), (getattr(r, speed_col), getattr(r, metric)), fontsize=7,
-                        xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel(f"{speed_col.replace('_', ' ')} (x over W16A16)")
     ax.set_ylabel(f"{metric} ({'lower' if lower_is_better else 'higher'} is better)")
     ax.grid(True, alpha=0.3)
     ax.legend(title="setting", fontsize=8)
+    ax.margins(0.12)
+    label_points(ax, table[speed_col], table[metric], [str(m) for m in table["method"]])
     ax.set_title("Quantizers: accuracy vs speed")
     return _save(fig, path)
 
@@ -158,11 +214,10 @@ def roofline_plot(graphs: Sequence, hw: HardwareConfig, path: Path) -> Path:
         for kind, mk in (("linear", "o"), ("attention", "s")):
             k = ops[(ops["kind"] == kind) & ~ai_on]
             ax.scatter(k["ai"], k["perf"], marker=mk, s=40, zorder=3, label=f"{kind} ops")
-            for r in k.itertuples():
-                ax.annotate(r.name.replace("layer.", ""), (r.ai, r.perf), fontsize=7, xytext=(3, 2),
-                            textcoords="offset points")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        lab = ops[ops["kind"].isin(["linear", "attention"]) & ~ai_on]
+        label_points(ax, lab["ai"], lab["perf"], [n.replace("layer.", "") for n in lab["name"]])
         ax.set_xlabel("arithmetic intensity, MAC per off-chip byte")
         ax.set_ylabel("achieved MAC/cycle")
         extra = f"; {int(ai_on.sum())} op(s) with no off-chip bytes not shown" if ai_on.any() else ""
