@@ -21,7 +21,14 @@ within a round and the medians reported):
    compiling every group; ``run_s``: evaluation + writing; ``write_s``/``pareto_s``: time on the
    writer thread), plus the Pareto fronts of the 400k rows through ``pareto_front`` (``pareto_s``).
 Then ``--workers 1`` and ``--workers 2`` through the CLI on a ``--workers-points`` sweep (the same
-space with 250,000 hardware points = 1,000,000 rows), interleaved.
+space with 250,000 hardware points = 1,000,000 rows).
+
+Rates per CPU second are reported beside the wall-clock ones, because on a shared machine the wall
+clock measures the other tenants as much as the tool: ``qesim_cli_rows_per_cpu_s`` is rows over the
+CPU seconds (user + system, workers included) of the whole CLI command; LLM-Viewer's is its rate
+script timing its own loop with ``time.process_time`` (its imports excluded, which favours it).
+``cpu_2_over_1`` compares the CPU seconds of the 2-worker and 1-worker runs (about 1 = no work done
+twice; the wall-clock speed-up then depends on there being two idle cores).
 """
 
 from __future__ import annotations
@@ -76,28 +83,56 @@ def _env() -> dict:
     return env
 
 
+def _cpu() -> float:
+    """User + system CPU seconds of this process's finished children."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _run(cmd, **kw):
+    c = _cpu()
+    t = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    return r, time.perf_counter() - t, _cpu() - c
+
+
+_LV_CPU = r"""
+import runpy, sys, time
+time.perf_counter = time.process_time  # the script's own timing of its loop, in CPU seconds
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
 def llmviewer(peers: Path, n: int, seed: int) -> dict:
+    """LLM-Viewer's rate script (wall clock), then the same script timing its loop with
+    ``time.process_time`` instead of ``time.perf_counter`` (``rows_per_cpu_s``)."""
     script = peers / "llmviewer_rate.py"
-    r = subprocess.run([sys.executable, str(script), str(n), str(seed)], capture_output=True, text=True,
-                       timeout=1800)
+    r, _, _ = _run([sys.executable, str(script), str(n), str(seed)], timeout=1800)
     if r.returncode != 0:
         raise RuntimeError(f"{script} failed: {r.stderr.strip()[-500:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    r, _, _ = _run([sys.executable, "-c", _LV_CPU, str(script), str(n), str(seed)], timeout=1800)
+    if r.returncode != 0:
+        raise RuntimeError(f"{script} (CPU clock) failed: {r.stderr.strip()[-500:]}")
+    res["rows_per_cpu_s"] = json.loads(r.stdout.strip().splitlines()[-1])["rows_per_s"]
+    return res
 
 
 def cli_sweep(space: Path, out: Path, workers: int = 0) -> dict:
     cmd = [sys.executable, "-m", "qesim.cli", "sweep", str(space), "--out", str(out), "--quiet"]
     if workers:
         cmd += ["--workers", str(workers)]
-    t = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=3600)
-    dt = time.perf_counter() - t
+    r, dt, cpu = _run(cmd, env=_env(), timeout=3600)
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed: {r.stderr.strip()[-500:]}")
     import pyarrow.parquet as pq
 
     rows = pq.ParquetFile(out / "sweep.parquet").metadata.num_rows
-    return {"seconds": dt, "rows": rows, "rows_per_s": rows / dt, "workers": workers}
+    return {"seconds": dt, "rows": rows, "rows_per_s": rows / dt, "workers": workers, "cpu_s": cpu,
+            "rows_per_cpu_s": rows / cpu}
 
 
 _INPROC = r"""
@@ -138,8 +173,7 @@ print(json.dumps({"seconds": dt, "timings": res.timings, "top_tottime_s": [[roun
 
 
 def inprocess(space: Path, out: Path, script: str = _INPROC) -> dict:
-    r = subprocess.run([sys.executable, "-c", script, str(space), str(out)], capture_output=True, text=True,
-                       env=_env(), timeout=3600)
+    r, _, _ = _run([sys.executable, "-c", script, str(space), str(out)], env=_env(), timeout=3600)
     if r.returncode != 0:
         raise RuntimeError(f"in-process sweep failed: {r.stderr.strip()[-800:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -168,7 +202,8 @@ def main(argv=None) -> int:
             ip = inprocess(space, d / f"inproc-{r}")
             rounds.append({"llmviewer": lv, "cli": cli, "inprocess": ip,
                            "ratio_cli": cli["rows_per_s"] / lv["rows_per_s"],
-                           "ratio_inprocess": ip["rows_per_s"] / lv["rows_per_s"]})
+                           "ratio_inprocess": ip["rows_per_s"] / lv["rows_per_s"],
+                           "ratio_cli_cpu": cli["rows_per_cpu_s"] / lv["rows_per_cpu_s"]})
         prof = inprocess(space, d / "profile", _BREAKDOWN) if args.profile else None
         workers = None
         if args.workers_points:
@@ -176,7 +211,9 @@ def main(argv=None) -> int:
             w1 = cli_sweep(wspace, d / "w1", workers=1)
             w2 = cli_sweep(wspace, d / "w2", workers=2)
             workers = {"rows": w1["rows"], "workers_1": w1, "workers_2": w2,
-                       "speedup_2_over_1": w1["seconds"] / w2["seconds"]}
+                       "speedup_2_over_1": w1["seconds"] / w2["seconds"],
+                       # > 1 would mean duplicated work across workers
+                       "cpu_2_over_1": w2["cpu_s"] / w1["cpu_s"]}
     med = lambda xs: statistics.median(xs)  # noqa: E731
     res = {
         "rows": rounds[0]["cli"]["rows"],
@@ -187,6 +224,11 @@ def main(argv=None) -> int:
         "qesim_inprocess_seconds": med([x["inprocess"]["seconds"] for x in rounds]),
         "ratio_cli_over_llmviewer": med([x["ratio_cli"] for x in rounds]),
         "ratio_inprocess_over_llmviewer": med([x["ratio_inprocess"] for x in rounds]),
+        # per CPU second (robust on a shared machine): the CLI's whole command (imports included)
+        # vs LLM-Viewer's loop alone
+        "llmviewer_rows_per_cpu_s": med([x["llmviewer"]["rows_per_cpu_s"] for x in rounds]),
+        "qesim_cli_rows_per_cpu_s": med([x["cli"]["rows_per_cpu_s"] for x in rounds]),
+        "ratio_cli_over_llmviewer_per_cpu_s": med([x["ratio_cli_cpu"] for x in rounds]),
         "pareto_400k_s": med([x["inprocess"]["pareto_s"] for x in rounds]),
         "import_s": med([x["inprocess"]["import_s"] for x in rounds]),
         "workers": workers,
@@ -205,10 +247,14 @@ def main(argv=None) -> int:
               f"whole command)  = {res['ratio_cli_over_llmviewer']:.2f}x LLM-Viewer")
         print(f"  run_sweep in-process {res['qesim_inprocess_rows_per_s']:12.0f} rows/s  "
               f"({res['qesim_inprocess_seconds']:.2f} s)  = {res['ratio_inprocess_over_llmviewer']:.2f}x LLM-Viewer")
+        print(f"  per CPU second: LLM-Viewer {res['llmviewer_rows_per_cpu_s']:.0f} rows/s (its loop), qesim sweep "
+              f"{res['qesim_cli_rows_per_cpu_s']:.0f} rows/s (whole command) = "
+              f"{res['ratio_cli_over_llmviewer_per_cpu_s']:.2f}x")
         print(f"  Pareto fronts of the {res['rows']} rows: {res['pareto_400k_s']:.3f} s; imports {res['import_s']:.2f} s")
         if workers:
             print(f"  {workers['rows']} rows: --workers 1 {workers['workers_1']['seconds']:.2f} s, --workers 2 "
-                  f"{workers['workers_2']['seconds']:.2f} s = {workers['speedup_2_over_1']:.2f}x")
+                  f"{workers['workers_2']['seconds']:.2f} s = {workers['speedup_2_over_1']:.2f}x (CPU seconds "
+                  f"{workers['workers_1']['cpu_s']:.1f} vs {workers['workers_2']['cpu_s']:.1f})")
         if prof:
             print(f"  profile: {prof['seconds']:.2f} s, runner {prof['timings']}")
             for s, n in prof["top_tottime_s"]:
