@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from qesim.quant.veq import CONDITIONS, make_synthetic_moe, run_synthetic
+from qesim.quant.veq import BACKBONE, CONDITIONS, METHODS, make_synthetic_moe, run_synthetic
 
 
 def write_veq_report(out_dir, seeds=tuple(range(8)), settings=("W3A16", "W4A16"), gamma: float = 22.4) -> list:
