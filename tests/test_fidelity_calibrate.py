@@ -112,11 +112,10 @@ def test_calibrate_recovers_known_terms_and_writes_yaml(tmp_path):
     got = cal.values()
     for k, v in truth.items():
         assert got[k] == pytest.approx(v, rel=1e-3), k
-    # parameters the synthetic data cannot see are named and neutral
-    assert got["terms.norm.floor_us"] == 0.0 and got["terms.linear.floor_us"] == 0.0
+    # the synthetic data have no floor: whatever floor the fit keeps changes no prediction
+    assert cal.fits["norm"].rms_log < 1e-6 and cal.fits["linear"].rms_log < 1e-6
     text = out.read_text()
     assert "name: cal" in text and "# data: 42 measured SYN kernels" in text and "rms log residual" in text
-    assert "not identified by the data" in text
     loaded = load_hw(str(out))
     assert loaded.terms.linear.fixed_us == pytest.approx(25.0, rel=1e-3)
     assert loaded.hbm.bandwidth_gbps == 2039  # the rest of the input is kept

@@ -2,6 +2,7 @@
 
     qesim calibrate HW.yaml --measured DIR_OR_CSV --out HW-calibrated.yaml [--device A100]
                     [--classes linear,softmax] [--min-points-per-param 3]
+    qesim calibrate HW.yaml --terms-from OTHER-calibrated.yaml --out HW-transfer.yaml
 
 Reads LLMCompass's real-hardware CSVs as they are (``matmul_A100.csv``, ``softmax_A100.csv``, ...)
 or a headed CSV ``kernel,M,N,K,latency_us``; fits each op class's few parameters (fixed cost,
@@ -22,7 +23,9 @@ def register(sub) -> None:
     p = sub.add_parser("calibrate", help="fit a hardware config's fidelity terms to measured kernels",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("hw", help="hardware YAML (or preset name) to calibrate")
-    p.add_argument("--measured", required=True, help="measured kernels: a CSV file or a directory of them")
+    p.add_argument("--measured", default=None, help="measured kernels: a CSV file or a directory of them")
+    p.add_argument("--terms-from", default=None, help="instead of fitting: copy the fitted op-class terms of this "
+                   "calibrated config (the fitted shape carried to HW's datasheet numbers)")
     p.add_argument("--out", required=True, help="calibrated YAML to write")
     p.add_argument("--device", default=None, help="device name in the measured files (e.g. A100) if they hold several")
     p.add_argument("--classes", default=None, help="op classes to fit (default: every class in the data)")
@@ -48,6 +51,14 @@ def run(args: argparse.Namespace) -> int:
     if args.min_points_per_param < 1:
         raise InputError(f"--min-points-per-param must be >= 1 (got {args.min_points_per_param})")
     cmd = "qesim calibrate " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["calibrate"] else "qesim calibrate"
+    if (args.measured is None) == (args.terms_from is None):
+        raise InputError("calibrate: give exactly one of --measured (fit) or --terms-from (transfer)")
+    if args.terms_from:
+        from qesim.fidelity.calibrate import transfer_terms
+
+        blocks = transfer_terms(args.hw, args.terms_from, args.out, command=cmd)
+        print(f"transferred terms of {', '.join(blocks)} from {args.terms_from}; wrote {args.out}")
+        return 0
     cal = run_calibrate(args.hw, args.measured, args.out, make_predictor, device=args.device, classes=classes,
                         min_points_per_param=args.min_points_per_param, command=cmd)
     for cls, r in cal.fits.items():

@@ -18,7 +18,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from qesim.errors import InputError
-from qesim.fidelity.fit import FitResult, class_params, fit
+from qesim.fidelity.fit import FitResult, data_params, fit
 
 
 @dataclass
@@ -28,6 +28,7 @@ class Calibration:
     fits: dict  # op class -> FitResult
     table: object  # measured DataFrame (one device)
     sources: list  # measured files
+    command: str = "qesim calibrate"
 
     def values(self) -> dict:
         out: dict = {}
@@ -59,7 +60,7 @@ def calibrate_table(hw, table, make_predictor: Callable, *, classes=None, min_po
         if cls not in present:
             raise InputError(f"{what}: no measured kernels of op class {cls!r} (present: {', '.join(present)})")
         idx = np.flatnonzero(table.op_class.to_numpy() == cls)
-        fits[cls] = fit(predict, class_params(cls), meas, idx, min_points_per_param=min_points_per_param,
+        fits[cls] = fit(predict, data_params(cls, meas[idx]), meas, idx, min_points_per_param=min_points_per_param,
                         what=f"{what} ({cls}, {len(idx)} kernels)")
     return fits
 
@@ -68,79 +69,125 @@ def _fmt(v: float) -> str:
     return f"{v:.6g}"
 
 
-def render_yaml(src_text: str, out_name: str, cal: Calibration, command: str) -> str:
-    """The calibrated YAML text (see the module docstring)."""
+def render_yaml(src_text: str, out_name: str, blocks: dict, header: list) -> str:
+    """The input YAML with ``name`` replaced and the op-class ``blocks`` (class -> list of
+    (field, value, comment)) written into ``terms`` under the ``header`` comment lines; the
+    input's other ``terms`` entries are kept as they are."""
     lines = src_text.splitlines()
     lines = [f"name: {out_name}" if re.match(r"^name:\s", ln) else ln for ln in lines]
-    # cut the input's terms block out (block style), keep the sub-blocks that are not fitted
     start = next((i for i, ln in enumerate(lines) if re.match(r"^terms:", ln)), None)
     kept: list[str] = []
     if start is not None:
         end = next((j for j in range(start + 1, len(lines)) if lines[j] and not lines[j][0].isspace()
                     and not lines[j].startswith("#")), len(lines))
-        head = lines[start].split("#")[0].strip()
-        if head != "terms:":
+        if lines[start].split("#")[0].strip() != "terms:":
             raise InputError("calibrate: the input's `terms` block must be in block style (terms: on its own line)")
-        body = lines[start + 1:end]
         cur = None
-        for ln in body:
+        for ln in lines[start + 1:end]:
             m = re.match(r"^  (\w+):", ln)
             if m:
                 cur = m.group(1)
-            if cur not in cal.fits:
+            if cur not in blocks:
                 kept.append(ln)
         lines = lines[:start] + lines[end:]
     while lines and not lines[-1].strip():
         lines.pop()
+    out = lines + [""] + [f"# {h}" if h else "#" for h in header] + ["terms:"] + kept
+    for cls, fields in blocks.items():
+        out.append(f"  {cls}:")
+        for key, v, how in fields:
+            out.append(f"    {key}: {_fmt(v)}    # {how}")
+    return "\n".join(out) + "\n"
+
+
+def fit_blocks(cal: Calibration) -> tuple[dict, list]:
+    """(blocks, header) of a calibration for :func:`render_yaml`."""
     files = ", ".join(sorted({Path(s).name for s in cal.sources}))
     counts = ", ".join(f"{k} {v}" for k, v in cal.table.kernel.value_counts(sort=False).items())
-    out = lines + [
-        "",
-        f"# ---- fidelity terms fitted by `{command}` ----",
-        f"# data: {len(cal.table)} measured {cal.device} kernels ({counts}) from {files}",
-        "# method: per op class, log-space bounded least squares (scipy.optimize.least_squares, trf) of",
-        "#   log(predicted / measured) through qesim's own cost model; parameters the data do not identify",
-        "#   (vanishing or dependent Jacobian column) are set to their neutral value and named below.",
+    header = [
+        f"---- fidelity terms fitted by `{cal.command}` ----",
+        f"data: {len(cal.table)} measured {cal.device} kernels ({counts}) from {files}",
+        "method: per op class, log-space bounded least squares (scipy.optimize.least_squares, trf) of",
+        "  log(predicted / measured) through qesim's own cost model; parameters the data do not identify",
+        "  (vanishing or dependent Jacobian column) are set to their neutral value and named below.",
+        "The fixed costs and floors include what the measurement harness pays per call (LLMCompass: an",
+        "  eager PyTorch call followed by torch.cuda.synchronize()).",
     ]
+    blocks = {}
     for cls, r in cal.fits.items():
         e = r.abs_err * 100
-        out.append(f"# {cls}: {r.n_points} kernels, rms log residual {r.rms_log:.4f}, |error| mean {e.mean():.1f} %, "
-                   f"max {e.max():.1f} % (in sample; out-of-sample errors: qesim fidelity)")
-        for n in r.notes:
-            out.append(f"#   {n}")
-    out.append("terms:")
-    out += kept
-    for cls, r in cal.fits.items():
-        out.append(f"  {cls}:")
-        for path, v in r.all_values.items():
-            key = path.rsplit(".", 1)[1]
-            how = "fitted" if path in r.values else "neutral: not identified by the data"
-            out.append(f"    {key}: {_fmt(v)}    # {how} ({cls}, {r.n_points} {cal.device} kernels)")
-    return "\n".join(out) + "\n"
+        header.append(f"{cls}: {r.n_points} kernels, rms log residual {r.rms_log:.4f}, |error| mean {e.mean():.1f} %, "
+                      f"max {e.max():.1f} % (in sample; out-of-sample errors: qesim fidelity)")
+        header += [f"  {n}" for n in r.notes]
+        blocks[cls] = [(path.rsplit(".", 1)[1], v,
+                        ("fitted" if path in r.values else "neutral: not identified by the data")
+                        + f" ({cls}, {r.n_points} {cal.device} kernels)") for path, v in r.all_values.items()]
+    return blocks, header
 
 
 def run_calibrate(hw_path: str, measured: str, out: str, make_predictor: Callable, *, device=None, classes=None,
                   min_points_per_param: int = 3, command: str = "qesim calibrate") -> Calibration:
     from qesim.fidelity.measured import read_measured
-    from qesim.hw.loader import config_dir, load_hw, load_yaml, config_from_dict
+    from qesim.hw.loader import config_from_dict, load_hw
 
-    src = Path(hw_path)
-    if not src.exists() and (config_dir() / f"{hw_path}.yaml").exists():
-        src = config_dir() / f"{hw_path}.yaml"
+    src = _resolve(hw_path)
     hw = load_hw(str(src))
     table = read_measured(measured)
     device, table = select_device(table, device, str(measured))
     fits = calibrate_table(hw, table, make_predictor, classes=classes, min_points_per_param=min_points_per_param,
                            what=str(measured))
-    cal = Calibration(hw.name, device, fits, table, sorted({s.rsplit(":", 1)[0] for s in table.source}))
+    cal = Calibration(hw.name, device, fits, table, sorted({s.rsplit(":", 1)[0] for s in table.source}), command)
     outp = Path(out)
-    text = render_yaml(src.read_text(), outp.stem, cal, command)
+    blocks, header = fit_blocks(cal)
+    text = render_yaml(src.read_text(), outp.stem, blocks, header)
     config_from_dict(_yaml(text, outp), str(outp))  # the written file must load
     try:
         outp.write_text(text)
     except OSError as e:
         raise InputError(f"{outp}: cannot write ({e.strerror})") from None
     return cal
+
+
+def _resolve(hw_path: str) -> Path:
+    from qesim.hw.loader import config_dir
+
+    src = Path(hw_path)
+    if not src.exists() and (config_dir() / f"{hw_path}.yaml").exists():
+        src = config_dir() / f"{hw_path}.yaml"
+    if not src.exists():
+        raise InputError(f"{hw_path}: hardware config file not found")
+    return src
+
+
+def transfer_terms(hw_path: str, terms_from: str, out: str, command: str = "qesim calibrate") -> dict:
+    """Write ``hw_path`` with the fitted op-class blocks of the calibrated config ``terms_from``
+    (nothing fitted: the fitted *shape* carried to another device's datasheet numbers)."""
+    from qesim.hw.config import OP_CLASSES, OpClassTerms
+    from qesim.hw.loader import config_from_dict, load_hw
+
+    src, donor_p = _resolve(hw_path), _resolve(terms_from)
+    load_hw(str(src))
+    donor = load_hw(str(donor_p))
+    blocks = {}
+    for cls in OP_CLASSES:
+        oc = donor.terms.op_class(cls)
+        if oc == OpClassTerms():
+            continue
+        blocks[cls] = [(k, v, f"from {donor_p.name} (fitted there; not fitted on this device)")
+                       for k, v in oc.model_dump().items() if v is not None]
+    if not blocks:
+        raise InputError(f"{terms_from}: no fitted terms to transfer (every op class is neutral)")
+    header = [f"---- fidelity terms transferred by `{command}` ----",
+              f"The op-class terms below are those of {donor.name} ({donor_p.name}), unchanged: this device's datasheet",
+              "numbers with the fitted shape (efficiencies, fixed costs, roll-off) of another device. Nothing was fitted here."]
+    outp = Path(out)
+    text = render_yaml(src.read_text(), outp.stem, blocks, header)
+    config_from_dict(_yaml(text, outp), str(outp))
+    try:
+        outp.write_text(text)
+    except OSError as e:
+        raise InputError(f"{outp}: cannot write ({e.strerror})") from None
+    return blocks
 
 
 def _yaml(text: str, where: Path) -> dict:

@@ -50,17 +50,73 @@ def predict(hw: HardwareConfig, graphs: list[LayerGraph]) -> np.ndarray:
     return np.array([estimate_graph(g, hw).latency_s for g in graphs])
 
 
-def make_predictor(hw: HardwareConfig, table):
-    """``predict(values, idx) -> seconds`` for the kernels of ``table`` on ``hw`` with the config
-    fields ``values`` (dotted path -> number) replaced: the cost model's latency of each kernel graph."""
-    graphs = kernel_graphs(table)
+class Predictor:
+    """``predict(values, idx) -> seconds`` for the kernels of a measured table on ``hw`` with the
+    config fields ``values`` (dotted path -> number) replaced: the cost model's latency of each
+    kernel graph. Each graph is lowered once (``qesim.perf.compiled_graph``); fitted fields are
+    point fields (``qesim.perf.points``), so :meth:`many` evaluates several parameter vectors as
+    design points of one call (the fit's finite-difference Jacobian)."""
 
-    def predict(values: dict, idx) -> np.ndarray:
-        h = hw.with_updates(values) if values else hw
-        return predict_graphs(h, [graphs[i] for i in np.asarray(idx)])
+    def __init__(self, hw: HardwareConfig, table):
+        from qesim.perf.estimate import compiled_graph
+        from qesim.perf.points import is_point_field
 
-    return predict
+        self.hw = hw
+        self.graphs = kernel_graphs(table)
+        self.compiled = [compiled_graph(g, hw) for g in self.graphs]
+        self._is_point = is_point_field
+
+    def many(self, values: list, idx) -> np.ndarray:
+        """Latencies (seconds), shape (len(values), len(idx)): one row per parameter dict."""
+        from qesim.perf.points import HwPoints
+
+        n = len(values)
+        paths = sorted({k for v in values for k in v})
+        bad = [p for p in paths if not self._is_point(p)]
+        if bad:
+            raise ValueError(f"not point fields of the cost model: {bad}")
+        over = {}
+        for p in paths:
+            col = []
+            for v in values:
+                if p in v:
+                    col.append(float(v[p]))
+                else:  # the config's own value
+                    col.append(np.nan)
+            over[p] = np.array(col)
+        pts = HwPoints(self.hw, n, over=self._fill(over, n))
+        out = np.empty((n, len(np.asarray(idx))))
+        for j, i in enumerate(np.asarray(idx)):
+            out[:, j] = self.compiled[i].evaluate(pts).latency_s
+        return out
+
+    def _fill(self, over: dict, n: int) -> dict:
+        """NaN entries (field not given for that row) -> the config's own value."""
+        from qesim.perf.points import HwPoints
+
+        base = HwPoints(self.hw, 1)
+        filled = {}
+        for p, col in over.items():
+            if np.isnan(col).any():
+                own = _own_value(base, p)
+                col = np.where(np.isnan(col), own, col)
+            filled[p] = col
+        return filled
+
+    def __call__(self, values: dict, idx) -> np.ndarray:
+        return self.many([values], idx)[0]
 
 
-def predict_graphs(hw: HardwareConfig, graphs: list) -> np.ndarray:
-    return predict(hw, graphs)
+def _own_value(pts, path: str) -> float:
+    """The value of point field ``path`` in a one-point HwPoints (NaN memory efficiency stays NaN)."""
+    parts = path.split(".")
+    if parts[0] == "terms":
+        if parts[1] == "correction_factor":
+            return float(pts.correction[0])
+        return float(pts.terms[parts[1]][parts[2]][0])
+    raise ValueError(f"no default for {path}")
+
+
+def make_predictor(hw: HardwareConfig, table) -> Predictor:
+    """The cost model's predictor for the kernels of ``table`` on ``hw`` (see :class:`Predictor`)."""
+    return Predictor(hw, table)

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from qesim.fidelity.calibrate import calibrate_table, select_device
-from qesim.fidelity.fit import by_family, class_params, cross_validate, kfold
+from qesim.fidelity.fit import by_family, cross_validate, data_params, kfold
 
 
 @dataclass
@@ -64,12 +64,12 @@ def run_validation(measured: str, hw, device: str | None, make_predictor: Callab
         fl = kfold(order, folds)
         for j, f in enumerate(fl):
             fold_of[f] = j
-        p, nn = cross_validate(predict, class_params(cls), meas, idx, fl, min_points_per_param=min_points_per_param)
+        p, nn = cross_validate(predict, data_params(cls, meas[idx]), meas, idx, fl, min_points_per_param=min_points_per_param)
         kf[idx] = p
         notes += [f"{device} {cls} k-fold: {n}" for n in nn]
         fam = by_family(table.family.to_numpy(), idx)
         if len(fam) > 1:
-            p, nn = cross_validate(predict, class_params(cls), meas, idx, fam, min_points_per_param=min_points_per_param)
+            p, nn = cross_validate(predict, data_params(cls, meas[idx]), meas, idx, fam, min_points_per_param=min_points_per_param)
             lofo[idx] = p
             notes += [f"{device} {cls} leave-one-family-out: {n}" for n in nn]
         else:

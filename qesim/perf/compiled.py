@@ -25,6 +25,7 @@ from qesim.perf import ops as _ops  # noqa: F401  (registers the op lowerings)
 from qesim.perf.fusion import fused_deltas, fusion_plan
 from qesim.perf.ops.base import Lowered, OpCost, arr, lower
 from qesim.perf.points import MEMORIES, HwPoints
+from qesim.perf.terms.apply import apply_terms
 from qesim.perf.timing import BUSY, Timed, time_ops
 
 
@@ -59,7 +60,7 @@ class _Fused(Lowered):
             store[m] = np.maximum(store.get(m, 0.0) + b, 0.0)
         return OpCost(c.name, c.kind, c.repeat, load, store, c.mpe_cycles, sfu, steps, c.macs, c.compute_hidden,
                       c.double_buffered, c.sfu_overlaps, tile_at=c.tile_at,
-                      notes=c.notes + tuple(f"fused {s.name}" for s in self.fused))
+                      notes=c.notes + tuple(f"fused {s.name}" for s in self.fused), func=c.func, shape=c.shape)
 
 
 @dataclass
@@ -117,9 +118,10 @@ class CompiledGraph:
         for j, low in enumerate(lowered):
             if j in self.fusion:
                 continue
+            parts = list(low) if isinstance(low, list) else [low]  # a lowering may expand to several ops
             if j in into or j in deltas:
-                low = _Fused(low, into.get(j, []), deltas.get(j, ({}, {})))
-            self.ops.append(low)
+                parts[-1] = _Fused(parts[-1], into.get(j, []), deltas.get(j, ({}, {})))
+            self.ops.extend(parts)
         self.resident_bytes = float(sum(o.resident_bytes() for o in self.ops))
         k = len(self.ops)
         self._rep = np.array([o.repeat for o in self.ops], dtype=float).reshape(k, 1)
@@ -142,6 +144,7 @@ class CompiledGraph:
             costs, rep = self.costs(pts), self._rep[:, 0]
         else:
             costs, rep = [self.ops[j].cost(pts) for j in self._distinct], self._distinct_rep
+        costs = apply_terms(costs, pts, self.hw)  # fidelity terms (qesim.perf.terms.apply)
         k = len(costs)
         def stack(xs):
             if all(np.ndim(x) == 0 for x in xs):
@@ -151,9 +154,12 @@ class CompiledGraph:
         mb = {m: stack([c.mem_bytes(m) for c in costs]) for m in MEMORIES}
         flag = lambda a: np.array([getattr(c, a) for c in costs], dtype=bool).reshape(k, 1)  # noqa: E731
         mpe, steps = stack([c.mpe_cycles for c in costs]), stack([c.steps for c in costs])
-        t = time_ops(mb, pts.bpc, mpe, stack([c.sfu_cycles for c in costs]), steps, flag("compute_hidden"),
-                     flag("double_buffered"),
-                     flag("sfu_overlaps"), bounds=detail)
+        bpc = pts.bpc
+        if any(c.bpc is not None for c in costs):  # per-op achieved bytes/cycle (ops x points)
+            bpc = {m: stack([(c.bpc or pts.bpc)[m] for c in costs]) for m in MEMORIES}
+        t = time_ops(mb, bpc, mpe, stack([c.sfu_cycles for c in costs]), steps, flag("compute_hidden"),
+                     flag("double_buffered"), flag("sfu_overlaps"), bounds=detail,
+                     fixed=stack([c.fixed_cycles for c in costs]), floor=stack([c.floor_cycles for c in costs]))
         tot = lambda x: rep @ np.broadcast_to(x, (k, n))  # noqa: E731  (sum over ops x repeat)
         busy = {"compute": tot(t.mpe_busy), "sfu": tot(t.sfu)}
         for m in MEMORIES:

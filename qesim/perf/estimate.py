@@ -242,8 +242,12 @@ def estimate_schedule(gs, hw: HardwareConfig) -> GraphEstimate:
     col = lambda xs: np.asarray(xs, dtype=float).reshape(k, 1)  # noqa: E731
     mb = {m: col([s.mem_bytes(m) for s in gs.ops]) for m in MEMORIES}
     flag = lambda a: np.array([getattr(s, a) for s in gs.ops], dtype=bool).reshape(k, 1)  # noqa: E731
-    t = time_ops(mb, pts.bpc, col([s.mpe_cycles for s in gs.ops]), col([s.sfu_cycles for s in gs.ops]),
-                 col([s.steps for s in gs.ops]), flag("compute_hidden"), flag("double_buffered"), flag("sfu_overlaps"))
+    bpc = pts.bpc
+    if any(s.bpc for s in gs.ops):
+        bpc = {m: col([(s.bpc or {}).get(m, float(pts.bpc[m][0])) for s in gs.ops]) for m in MEMORIES}
+    t = time_ops(mb, bpc, col([s.mpe_cycles for s in gs.ops]), col([s.sfu_cycles for s in gs.ops]),
+                 col([s.steps for s in gs.ops]), flag("compute_hidden"), flag("double_buffered"), flag("sfu_overlaps"),
+                 fixed=col([s.fixed_cycles for s in gs.ops]), floor=col([s.floor_cycles for s in gs.ops]))
     costs = [OpCost(s.name, s.kind, s.repeat, dict(s.load_bytes), dict(s.store_bytes), s.mpe_cycles, s.sfu_cycles,
                     s.steps, s.macs, s.compute_hidden, s.double_buffered, s.sfu_overlaps,
                     tile_at=(lambda i, _t=s.tile: _t) if s.tile is not None else None) for s in gs.ops]

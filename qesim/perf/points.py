@@ -30,10 +30,16 @@ MEMORIES = ("hbm", "ddr")
 SFU_FIELDS = ("lanes", "exp_cycles", "reciprocal_cycles", "rsqrt_cycles", "reduce_cycles", "elementwise_cycles")
 BUFFER_FIELDS = ("weight_bytes", "act_bytes", "out_bytes", "adapter_bytes")
 
+#: fidelity terms per op class (HardwareConfig.terms.<class>.<field>, qesim.perf.terms) that are point fields
+TERM_CLASSES = ("linear", "attention", "softmax", "norm", "elementwise", "embedding")
+TERM_FIELDS = ("fixed_us", "fixed_cycles", "issue_cycles_per_step", "floor_us", "compute_efficiency", "k_half",
+               "memory_efficiency")
+
 #: dotted paths of the point fields (everything else is structural)
 POINT_FIELDS_RE = re.compile(
     r"^(frequency_mhz|(hbm|ddr)\.(bandwidth_gbps|efficiency)|mpe\.(mm|mv)\.\d+\.macs_per_cycle|"
-    r"sfu\.(" + "|".join(SFU_FIELDS) + r")|buffers\.(" + "|".join(BUFFER_FIELDS) + r"))$")
+    r"sfu\.(" + "|".join(SFU_FIELDS) + r")|buffers\.(" + "|".join(BUFFER_FIELDS) + r")|"
+    r"terms\.(" + "|".join(TERM_CLASSES) + r")\.(" + "|".join(TERM_FIELDS) + r")|terms\.correction_factor)$")
 
 
 def is_point_field(path: str) -> bool:
@@ -49,7 +55,8 @@ class HwPoints:
     for an absent memory), ``sfu[field]``, ``buf[field]`` (bytes), and :meth:`rate`.
     """
 
-    __slots__ = ("rep", "n", "freq_mhz", "freq_hz", "bpc", "_rates", "sfu", "buf", "_rate_cache", "memo", "_key")
+    __slots__ = ("rep", "n", "freq_mhz", "freq_hz", "bpc", "_rates", "sfu", "buf", "_rate_cache", "memo", "_key",
+                 "terms", "correction", "_bw", "_eff")
 
     def __init__(self, rep: HardwareConfig, n: int = 1, over: Optional[dict] = None):
         over = over or {}
@@ -63,7 +70,7 @@ class HwPoints:
 
         self.freq_mhz = f("frequency_mhz", rep.frequency_mhz)
         self.freq_hz = self.freq_mhz * 1e6
-        self.bpc = {}
+        self.bpc, self._bw, self._eff = {}, {}, {}
         for m in MEMORIES:
             ch = getattr(rep, m)
             if ch is None:
@@ -71,7 +78,15 @@ class HwPoints:
                 continue
             bw = f(f"{m}.bandwidth_gbps", ch.bandwidth_gbps)
             eff = f(f"{m}.efficiency", ch.efficiency)
+            self._bw[m], self._eff[m] = bw, eff
             self.bpc[m] = achieved_bytes_per_cycle(bw, eff, self.freq_hz)
+        # fidelity terms (qesim.perf.terms): memory_efficiency NaN = the memory's own efficiency
+        self.terms = {}
+        for c in TERM_CLASSES:
+            oc = getattr(rep.terms, c)
+            self.terms[c] = {k: f(f"terms.{c}.{k}", np.nan if getattr(oc, k) is None else getattr(oc, k))
+                             for k in TERM_FIELDS}
+        self.correction = f("terms.correction_factor", rep.terms.correction_factor)
         self._rates = {}
         for mode in ("mm", "mv"):
             table = getattr(rep.mpe, mode)
@@ -100,6 +115,20 @@ class HwPoints:
             self._rate_cache[key] = r
         return r
 
+    def class_bpc(self, op_class: str) -> dict:
+        """Achieved bytes/cycle per memory for ops of ``op_class``: the memory's bytes/cycle, or its
+        bandwidth at the class's ``terms.<class>.memory_efficiency`` where that is set (the same
+        bytes-per-cycle rule)."""
+        me = self.terms[op_class]["memory_efficiency"]
+        if not np.isnan(me).any():
+            return {m: (achieved_bytes_per_cycle(self._bw[m], me, self.freq_hz) if m in self._bw else self.bpc[m])
+                    for m in MEMORIES}
+        if np.isnan(me).all():
+            return self.bpc
+        return {m: (np.where(np.isnan(me), self.bpc[m],
+                             achieved_bytes_per_cycle(self._bw[m], np.nan_to_num(me), self.freq_hz))
+                    if m in self._bw else self.bpc[m]) for m in MEMORIES}
+
     def peak_mm_rate(self) -> np.ndarray:
         """The fastest matrix-matrix MAC/cycle entry per point (the MPE's size)."""
         return self._rates["mm"][0].max(axis=1)
@@ -110,6 +139,8 @@ class HwPoints:
             parts = [self.freq_hz.tobytes()] + [self.bpc[m].tobytes() for m in MEMORIES]
             parts += [self._rates[m][0].tobytes() for m in ("mm", "mv")]
             parts += [self.sfu[k].tobytes() for k in SFU_FIELDS] + [self.buf[k].tobytes() for k in BUFFER_FIELDS]
+            parts += [self.terms[c][k].tobytes() for c in TERM_CLASSES for k in TERM_FIELDS]
+            parts += [self.correction.tobytes()]
             self._key = (self.n, b"".join(parts))
         return self._key
 
@@ -123,6 +154,10 @@ class HwPoints:
         sub._rates = {m: (R[idx], bits) for m, (R, bits) in self._rates.items()}
         sub.sfu = {k: v[idx] for k, v in self.sfu.items()}
         sub.buf = {k: v[idx] for k, v in self.buf.items()}
+        sub._bw = {m: v[idx] for m, v in self._bw.items()}
+        sub._eff = {m: v[idx] for m, v in self._eff.items()}
+        sub.terms = {c: {k: v[idx] for k, v in d.items()} for c, d in self.terms.items()}
+        sub.correction = self.correction[idx]
         sub._rate_cache, sub.memo, sub._key = {}, {}, None
         return sub
 

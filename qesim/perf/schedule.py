@@ -60,6 +60,9 @@ class OpSchedule:
     macs: int = 0  # useful MACs per call (unpadded, incl. adapters)
     tile: Optional[TilePlan] = None
     notes: tuple = ()
+    fixed_cycles: float = 0.0  # fidelity terms: cycles added to the call (fixed cost, instruction issue)
+    floor_cycles: float = 0.0  # fidelity terms: minimum cycles of the call
+    bpc: Optional[dict] = None  # fidelity terms: memory -> achieved bytes/cycle of this op (None: the memory's)
 
     @property
     def total_bytes(self) -> float:
@@ -98,4 +101,6 @@ def schedule_of(cost, i: int = 0) -> OpSchedule:
         store_bytes={m: f(v) for m, v in cost.store.items() if f(v) > 0},
         mpe_cycles=f(cost.mpe_cycles), sfu_cycles=f(cost.sfu_cycles), compute_hidden=cost.compute_hidden,
         double_buffered=cost.double_buffered, sfu_overlaps=cost.sfu_overlaps, macs=int(cost.macs),
-        tile=cost.tile_at(i) if cost.tile_at is not None else None, notes=cost.notes)
+        tile=cost.tile_at(i) if cost.tile_at is not None else None, notes=cost.notes,
+        fixed_cycles=f(cost.fixed_cycles), floor_cycles=f(cost.floor_cycles),
+        bpc={m: f(v) for m, v in cost.bpc.items()} if cost.bpc is not None else None)

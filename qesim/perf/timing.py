@@ -69,13 +69,16 @@ class Timed:
 
 
 def time_ops(mem_bytes: dict, bpc: dict, mpe, sfu, steps, hidden, double_buffered, sfu_overlaps,
-             bounds: bool = True) -> Timed:
+             bounds: bool = True, fixed=0.0, floor=0.0) -> Timed:
     """Time ops from their per-call amounts (arrays of shape (k, n) or broadcastable to it).
 
     ``mem_bytes[mem]``: bytes loaded + stored per call on ``mem``; ``bpc[mem]``: bytes/cycle per
     point (shape (n,)); ``mpe``/``sfu``: cycles per call; ``hidden``/``double_buffered``/
     ``sfu_overlaps``: per-op flags (shape (k, 1)). ``bounds``: also the per-op bound (first
-    maximum of compute, sfu, hbm, ddr busy cycles; "none" if all are 0)."""
+    maximum of compute, sfu, hbm, ddr busy cycles; "none" if all are 0). ``bpc[mem]`` may also be
+    per op, shape (k, n) (fidelity terms: the op class's achieved bandwidth). ``fixed``/``floor``: the
+    fidelity terms' fixed cycles and minimum cycles per call, applied as ``max(floor, fixed +
+    pipeline)`` (:func:`qesim.perf.terms.overheads.with_overheads`; 0 = none)."""
     shape = np.broadcast_shapes(np.shape(mpe), np.shape(sfu), np.shape(steps),
                                 *[np.shape(b) for b in mem_bytes.values()], (1, np.shape(bpc[MEMORIES[0]])[-1]))
     mem = {}
@@ -102,6 +105,10 @@ def time_ops(mem_bytes: dict, bpc: dict, mpe, sfu, steps, hidden, double_buffere
         cycles = mem_total + comp
     else:
         cycles = pipeline_cycles(mem_total, comp, steps, db)
+    if np.any(fixed) or np.any(floor):
+        from qesim.perf.terms.overheads import with_overheads
+
+        cycles = with_overheads(cycles, fixed, floor)
     t = Timed(cycles=np.broadcast_to(cycles, shape), mpe_busy=mpe_busy, sfu=sfu, mem_cycles=mem)
     if bounds:
         best = mpe_busy
@@ -129,8 +136,10 @@ def op_timing(s, bytes_per_cycle: dict) -> OpTiming:
     """Cycles of one :class:`~qesim.perf.schedule.OpSchedule` call (n = 1 of :func:`time_ops`)."""
     mb = {m: s.mem_bytes(m) for m in MEMORIES if s.mem_bytes(m) > 0}
     bpc = {m: np.asarray([float(bytes_per_cycle.get(m, np.inf))]) for m in MEMORIES}
+    if s.bpc:
+        bpc = {m: np.asarray([float(s.bpc.get(m, bytes_per_cycle.get(m, np.inf)))]) for m in MEMORIES}
     t = time_ops({m: np.asarray([[v]]) for m, v in mb.items()}, bpc, np.asarray([[float(s.mpe_cycles)]]),
                  np.asarray([[float(s.sfu_cycles)]]), np.asarray([[float(s.steps)]]), s.compute_hidden,
-                 s.double_buffered, s.sfu_overlaps)
+                 s.double_buffered, s.sfu_overlaps, fixed=s.fixed_cycles, floor=s.floor_cycles)
     return OpTiming(cycles=float(t.cycles[0, 0]), mem_cycles={m: float(t.mem_cycles[m][0, 0]) for m in mb},
                     mpe_cycles=float(t.mpe_busy[0, 0]), sfu_cycles=float(t.sfu[0, 0]), bound=str(t.bound()[0, 0]))

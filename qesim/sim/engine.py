@@ -216,8 +216,9 @@ def _op_process(m: _Machine, idx: int, s: OpSchedule, max_sim_steps: Optional[in
         if mem not in m.bpc:
             raise ValueError(f"op {s.name!r} moves bytes on memory {mem!r}, which the config does not have")
     # per-tile cycles of each activity
-    ld = {mem: b / n_tiles / m.bpc[mem] for mem, b in s.load_bytes.items() if b > 0}
-    st = {mem: b / n_tiles / m.bpc[mem] for mem, b in s.store_bytes.items() if b > 0}
+    bpc = {**m.bpc, **(s.bpc or {})}  # fidelity terms: the op class's achieved bytes/cycle
+    ld = {mem: b / n_tiles / bpc[mem] for mem, b in s.load_bytes.items() if b > 0}
+    st = {mem: b / n_tiles / bpc[mem] for mem, b in s.store_bytes.items() if b > 0}
     mpe_t = 0.0 if s.compute_hidden else s.mpe_cycles / n_tiles
     sfu_t = s.sfu_cycles / n_tiles
     slots = 2 if s.double_buffered else 1
@@ -279,8 +280,12 @@ def _op_process(m: _Machine, idx: int, s: OpSchedule, max_sim_steps: Optional[in
                 yield from transfers(st, i, "store")
             yield out_buf.put(1)
 
+    if s.fixed_cycles > 0:  # fidelity terms: fixed cost of the call (launch / instruction issue) before its steps
+        yield env.timeout(s.fixed_cycles)
     procs = [env.process(loader()), env.process(computer()), env.process(storer())]
     yield env.all_of(procs)
+    if env.now - start < s.floor_cycles:  # fidelity terms: the call takes at least floor cycles
+        yield env.timeout(s.floor_cycles - (env.now - start))
     out[idx] = OpSimResult(
         index=idx, name=s.name, kind=s.kind, repeat=int(s.repeat), steps=n_tiles, sim_steps=n,
         start=start, end=env.now, busy={r: m.busy[r] - busy0[r] for r in RESOURCES}, stall_cycles=stall[0],
@@ -303,7 +308,8 @@ def _op_key(s: OpSchedule, bpc: dict, max_sim_steps: Optional[int]) -> tuple:
     """Everything an op's simulated timing depends on (ops start from an idle machine)."""
     return (int(s.steps), tuple(sorted(s.load_bytes.items())), tuple(sorted(s.store_bytes.items())),
             float(s.mpe_cycles), float(s.sfu_cycles), bool(s.compute_hidden), bool(s.double_buffered),
-            bool(s.sfu_overlaps), tuple(sorted(bpc.items())), max_sim_steps)
+            bool(s.sfu_overlaps), tuple(sorted(bpc.items())), max_sim_steps, float(s.fixed_cycles),
+            float(s.floor_cycles), tuple(sorted((s.bpc or {}).items())))
 
 
 def simulate_schedule(gs: GraphSchedule, hw: HardwareConfig, *, max_sim_steps: Optional[int] = DEFAULT_MAX_SIM_STEPS,

@@ -41,6 +41,12 @@ class OpCost:
     sfu_overlaps: bool
     tile_at: Optional[Callable[[int], object]] = None  # i -> TilePlan (GEMM ops)
     notes: tuple = ()
+    # fidelity terms (qesim.perf.terms.apply): what the op is, and what the terms add to its timing
+    func: str = ""  # SFU function of an 'sfu' op (its op class: softmax / norm / elementwise)
+    shape: Optional[tuple] = None  # (M, N, K) of an MPE product, for wave quantisation and the K roll-off
+    fixed_cycles: object = 0.0  # cycles added to every call (fixed cost + instruction issue), per point
+    floor_cycles: object = 0.0  # minimum cycles of one call, per point
+    bpc: Optional[dict] = None  # memory -> achieved bytes/cycle of this op (None: the memory's own)
 
     def mem_bytes(self, mem: str):
         """Bytes loaded + stored per call on ``mem``."""

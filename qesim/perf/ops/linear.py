@@ -14,8 +14,11 @@ Cost rules (each switch is a field of the hardware config's ``policy``):
 - compute: padded MACs / MAC-rate(mode, w_bits, a_bits); adapter and router MACs at
   MAC-rate(mode, adapter_bits, a_bits). MV mode when M <= ``mpe.mv_max_rows``.
   ``compute_hidden`` for the stage: MPE time is taken as hidden behind memory (idealised MPE).
-- dequantization of group-wise weights happens in the load path (FlightLLM's MMU quantization
-  units), costing no extra cycles.
+- dequantization of weights stored below the MPE's input precision (the MAC-rate entry the
+  product runs on): ``terms.dequant`` — free in the load path with ``unit: none`` (FlightLLM's
+  MMU quantization units, and the default), else ``ops_per_weight`` per loaded weight element
+  plus ``ops_per_group`` per group on ``sfu.lanes`` lanes, added to the op's SFU cycles
+  (``unit: sfu``, GPU CUDA cores) or MPE cycles (``unit: mpe``) (:mod:`qesim.perf.terms.dequant`).
 
 The tiling (tile sizes, loop order, re-reads, buffer fit) is :func:`qesim.perf.planner.plan_points`,
 chosen per design point (buffers and rates are point fields).
@@ -33,6 +36,7 @@ from qesim.perf.ops.base import Lowered, OpCost, lowering
 from qesim.perf.ops.routing import expected_touched
 from qesim.perf.planner import GemmSpec, plan_points
 from qesim.perf.points import HwPoints
+from qesim.perf.terms.dequant import dequant_cycles, dequant_ops
 
 
 # ----------------------------------------------------------------------------- storage rules
@@ -153,6 +157,18 @@ class LoweredLinear(Lowered):
             a_bytes_per_elem=op.act_bits / 8.0, o_bytes_total=t.o_bytes, x_offchip=sp.activations_offchip,
             extra_bytes=t.extra, double_buffered=pol.double_buffering, pm=t.arr.m, pk=t.arr.k, pn=t.arr.n,
             compute_hidden=sp.compute_hidden, same_memory=self.wmem == self.amem, mode=t.mode)
+        # dequantization (terms.dequant): weights stored below the precision the product runs at
+        self.dequant = None
+        dq = hw.terms.dequant
+        fmt = dq.format(op.weight_bits) if dq.unit != "none" else None
+        table = hw.mpe.mv if t.mode == "mv" else hw.mpe.mm
+        ok = [r for r in table if r.w_bits >= op.weight_bits and r.a_bits >= op.act_bits]
+        runs_at = max(ok, key=lambda r: r.macs_per_cycle).w_bits if ok else max(r.w_bits for r in table)
+        if fmt is not None and op.weight_bits < runs_at:
+            weights = float(op.in_features) * op.out_features * t.kept
+            groups = weights / op.group_size if op.group_size != -1 else float(op.out_features)
+            self.dequant = (dq.unit, dequant_ops(weights, groups, fmt.ops_per_weight, fmt.ops_per_group),
+                            float(op.in_features) * op.out_features * t.w_bytes_elem)
         self._resident = 0.0
         if op.adapters is not None and pol.adapters_resident:
             _, stored = adapter_params(op.adapters, op.in_features, op.out_features, op.tokens)
@@ -165,7 +181,7 @@ class LoweredLinear(Lowered):
     def signature(self):
         t = self.terms
         return ("linear", self.spec, t.mode, t.kept, t.w_bytes_elem, t.extra, t.ad_macs, t.o_bytes, self.w_bits, self.a_bits, self.ad_bits, self.wmem, self.amem,
-                self.hidden, self.db, self.overlaps, self.macs)
+                self.hidden, self.db, self.overlaps, self.macs, self.dequant)
 
     def plan(self, pts: HwPoints):
         """(PlanArrays, rate, adapter cycles) at every point (memoised for small point sets)."""
@@ -196,11 +212,21 @@ class LoweredLinear(Lowered):
         t = self.terms
         p, rate, ad_cycles = self.plan(pts)
         mpe = p.padded_macs * t.kept / rate + ad_cycles
+        sfu = np.zeros(pts.n)
+        if self.dequant is not None:  # every loaded weight is dequantized (re-reads included)
+            unit, ops, w_once = self.dequant
+            dq = dequant_cycles(ops * (p.w_bytes / w_once if w_once else 1.0), pts.sfu["lanes"])
+            if unit == "sfu":
+                sfu = sfu + dq
+            else:
+                mpe = mpe + dq
         load = {self.wmem: p.w_bytes + t.extra}
         load[self.amem] = load.get(self.amem, 0.0) + p.x_bytes
         store = {self.amem: t.o_bytes} if t.o_bytes else {}
-        return OpCost(self.name, "linear", self.repeat, load, store, mpe, np.zeros(pts.n), p.steps.astype(float),
-                      self.macs, self.hidden, self.db, self.overlaps, tile_at=p.tile_plan)
+        op = self.op
+        return OpCost(self.name, "linear", self.repeat, load, store, mpe, sfu, p.steps.astype(float),
+                      self.macs, self.hidden, self.db, self.overlaps, tile_at=p.tile_plan,
+                      shape=(op.tokens, op.out_features, op.in_features))
 
 
 @lowering("linear")

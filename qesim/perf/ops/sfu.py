@@ -73,7 +73,7 @@ class LoweredSfu(Lowered):
 
     def cost(self, pts: HwPoints) -> OpCost:
         return OpCost(self.name, "sfu", self.repeat, dict(self.load), dict(self.store), np.zeros(pts.n),
-                      self.sfu_cycles(pts), float(self.steps), 0, False, self.db, True)
+                      self.sfu_cycles(pts), float(self.steps), 0, False, self.db, True, func=self.op.func)
 
 
 @lowering("sfu")

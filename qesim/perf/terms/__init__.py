@@ -22,9 +22,9 @@ unchanged (``x * 1``, ``+ 0``, ``max(0, x)``), so today's numbers are reproduced
 from qesim.perf.terms.attention import unfused_attention_bytes
 from qesim.perf.terms.dequant import dequant_cycles, dequant_ops
 from qesim.perf.terms.efficiency import compute_efficiency, k_rolloff, memory_bytes_per_cycle, wave_efficiency
-from qesim.perf.terms.overheads import call_cycles, corrected, op_class
+from qesim.perf.terms.overheads import call_cycles, corrected, floor_cycles, op_class, overhead_cycles, with_overheads
 
 __all__ = [
-    "call_cycles", "corrected", "op_class", "compute_efficiency", "k_rolloff", "wave_efficiency",
+    "call_cycles", "corrected", "op_class", "overhead_cycles", "floor_cycles", "with_overheads", "compute_efficiency", "k_rolloff", "wave_efficiency",
     "memory_bytes_per_cycle", "dequant_ops", "dequant_cycles", "unfused_attention_bytes",
 ]

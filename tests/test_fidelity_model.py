@@ -1,0 +1,139 @@
+"""The fidelity terms inside the one cost model (qesim.perf.terms.apply, the linear / attention
+lowerings) and the cycle model's replay: neutral terms change nothing; each term hand-computed on a
+toy config."""
+
+import numpy as np
+import pytest
+
+from qesim.graph.builders import build_graph, single_linear_graph
+from qesim.hw.loader import load_hw
+from qesim.perf.estimate import clear_caches, estimate_graph
+from qesim.perf.points import HwPoints
+from qesim.perf.terms.apply import apply_terms
+
+TOY = load_hw("nvidia-a100-80gb").with_updates({"terms.wave_tile": None, "terms.dequant.unit": "none"})
+F = TOY.frequency_hz
+
+
+def _one(graph, hw):
+    clear_caches()
+    return estimate_graph(graph, hw).to_dict()["ops"][0]
+
+
+@pytest.mark.parametrize("hw", ["qe-paper-npu", "flightllm-u280", "flightllm-vhk158", "nvidia-a100"])
+@pytest.mark.parametrize("stage,setting", [("prefill", "W4A8"), ("decode", "W16A16"), ("decode", "W4A16")])
+def test_neutral_terms_reproduce_todays_numbers_exactly(hw, stage, setting):
+    h = load_hw(hw)
+    g = build_graph("llama2-7b", stage=stage, setting=setting, seq_len=128, context_len=256)
+    base = estimate_graph(g, h)
+    explicit = h.with_updates({f"terms.{c}.{k}": v for c in ("linear", "norm", "softmax")
+                               for k, v in (("fixed_us", 0.0), ("floor_us", 0.0), ("compute_efficiency", 1.0),
+                                            ("k_half", 0.0), ("issue_cycles_per_step", 0.0))})
+    clear_caches()
+    again = estimate_graph(g, explicit)
+    assert again.cycles == base.cycles  # exact, not approximately
+    assert again.columns["cycles"] == base.columns["cycles"]
+    from qesim.perf.estimate import compiled_graph
+
+    cg = compiled_graph(g, h)
+    pts = HwPoints.of(h)
+    costs = cg.costs(pts)
+    assert all(a is b for a, b in zip(apply_terms(costs, pts, h), costs))  # neutral: the same objects
+
+
+def test_compute_efficiency_wave_and_rolloff_hand_computed():
+    g = single_linear_graph(384, 1024, tokens=4096, stage="prefill")
+    base = _one(g, TOY)
+    hw = TOY.with_updates({"terms.linear.compute_efficiency": 0.9, "terms.linear.k_half": 128.0,
+                           "terms.wave_tile": {"m": 128, "n": 128}})
+    got = _one(g, hw)
+    # 4096 x 1024 output in 128 x 128 tiles = 32 * 8 = 256 tiles on 108 SMs: 3 waves -> 256 / 324
+    eff = 0.9 * 384 / (384 + 128) * 256 / 324
+    assert got["mpe_cycles"] == pytest.approx(base["mpe_cycles"] / eff, rel=1e-12)
+
+
+def test_fixed_floor_and_memory_efficiency_hand_computed():
+    g = single_linear_graph(4096, 4096, tokens=1, stage="decode")  # GEMV: memory-bound
+    base = _one(g, TOY)
+    hw = TOY.with_updates({"terms.linear.memory_efficiency": 0.5})
+    got = _one(g, hw)
+    # the class's 0.5 replaces the channel's 0.85: memory time x 0.85 / 0.5
+    assert got["cycles"] == pytest.approx(base["cycles"] * 0.85 / 0.5, rel=1e-3)
+    hw = TOY.with_updates({"terms.linear.fixed_us": 3.0, "terms.linear.issue_cycles_per_step": 10.0})
+    got = _one(g, hw)
+    steps = estimate_graph(g, TOY).columns["steps"][0]
+    assert got["cycles"] == pytest.approx(base["cycles"] + 3e-6 * F + 10.0 * steps, rel=1e-12)
+    hw = TOY.with_updates({"terms.linear.floor_us": 1000.0})
+    assert _one(g, hw)["cycles"] == pytest.approx(1000e-6 * F, rel=1e-12)
+
+
+def test_correction_factor_divides_every_instruction_time():
+    g = single_linear_graph(4096, 4096, tokens=1, stage="decode")
+    base = _one(g, TOY)
+    got = _one(g, TOY.with_updates({"terms.correction_factor": 3.2}))
+    assert got["cycles"] == pytest.approx(base["cycles"] / 3.2, rel=1e-12)
+
+
+def test_dequant_hand_computed():
+    hw = load_hw("nvidia-a100-80gb").with_updates({"terms.wave_tile": None})
+    g = single_linear_graph(4096, 4096, tokens=1, setting="W4A16", stage="decode")
+    op = _one(g, hw)
+    # int4 g128: 1.5 ops per weight + 2 per group on 6,912 lanes, added to the linear's SFU cycles
+    want = (4096 * 4096 * 1.5 + 4096 * 4096 / 128 * 2) / 6912
+    assert op["sfu_cycles"] == pytest.approx(want, rel=1e-9)
+    assert _one(g, hw.with_updates({"terms.dequant.unit": "none"}))["sfu_cycles"] == 0.0
+    # W8A8 runs on the int8 tensor cores: nothing to dequantize
+    g8 = single_linear_graph(4096, 4096, tokens=1, setting="W8A8", stage="decode")
+    assert _one(g8, hw)["sfu_cycles"] == 0.0
+
+
+def test_unfused_attention_three_ops_with_score_traffic():
+    hw = load_hw("nvidia-a100-80gb")
+    g = build_graph("llama2-7b", stage="prefill", seq_len=128)
+    clear_caches()
+    fused = estimate_graph(g, hw).to_dict()["ops"]
+    un = estimate_graph(g, hw.with_updates({"policy.attention_fused": False})).to_dict()["ops"]
+    names = [o["name"] for o in un]
+    assert "layer.attention.qk" in names and "layer.attention.softmax" in names and "layer.attention.pv" in names
+    fa = next(o for o in fused if o["name"] == "layer.attention")
+    parts = [o for o in un if o["name"].startswith("layer.attention.")]
+    scores = 128 * 129 / 2  # causal, empty cache
+    score_bytes = 32 * scores * 2  # heads x pairs x fp16
+    assert sum(o["bytes"] for o in parts) == pytest.approx(fa["bytes"] + 4 * score_bytes, rel=1e-9)
+    assert sum(o["macs"] for o in parts) == fa["macs"]
+    assert next(o for o in parts if o["name"].endswith("softmax"))["kind"] == "sfu"
+
+
+def test_cycle_model_replays_the_terms():
+    from qesim.sim.engine import simulate_graph
+
+    hw = load_hw("nvidia-a100-80gb").with_updates({
+        "terms.linear.fixed_us": 5.0, "terms.linear.memory_efficiency": 0.8, "terms.linear.compute_efficiency": 0.9,
+        "terms.norm.floor_us": 20.0, "terms.elementwise.fixed_us": 3.0, "policy.attention_fused": False})
+    g = build_graph("llama2-7b", stage="decode", setting="W4A16", context_len=512)
+    clear_caches()
+    a = estimate_graph(g, hw)
+    s = simulate_graph(g, hw)
+    ca, cs = np.array(a.columns["cycles"]), np.array(s.columns["cycles"])
+    assert np.all(np.abs(cs / ca - 1) < 0.03)  # engine agreement per op (<= 3 %)
+    norm = a.columns["name"].index("layer.input_norm")
+    assert ca[norm] == pytest.approx(20e-6 * hw.frequency_hz)  # the floor binds a tiny norm in decode
+
+
+def test_calibrate_recovers_known_terms_through_the_cost_model():
+    from qesim.fidelity.calibrate import calibrate_table
+    from qesim.fidelity.kernels import make_predictor
+    from qesim.fidelity.measured import read_measured
+
+    hw = load_hw("nvidia-a100-80gb")
+    t = read_measured("qesim/fidelity/data/llmcompass")
+    t = t[(t.device == "A100") & t.kernel.isin(["matmul", "softmax"])].reset_index(drop=True)
+    truth = {"terms.linear.fixed_us": 20.0, "terms.linear.compute_efficiency": 0.85, "terms.linear.k_half": 64.0,
+             "terms.linear.memory_efficiency": 0.8, "terms.softmax.fixed_us": 10.0,
+             "terms.softmax.memory_efficiency": 0.55}
+    synth = make_predictor(hw, t)(truth, np.arange(len(t)))
+    fits = calibrate_table(hw, t.assign(latency_s=synth), make_predictor)
+    got = {**fits["linear"].all_values, **fits["softmax"].all_values}
+    for k, v in truth.items():
+        assert got[k] == pytest.approx(v, rel=2e-3), k
+    assert fits["linear"].rms_log < 1e-5 and fits["softmax"].rms_log < 1e-5
