@@ -137,3 +137,16 @@ def test_calibrate_recovers_known_terms_through_the_cost_model():
     for k, v in truth.items():
         assert got[k] == pytest.approx(v, rel=2e-3), k
     assert fits["linear"].rms_log < 1e-5 and fits["softmax"].rms_log < 1e-5
+
+
+def test_e2e_check_runs_on_the_published_rows():
+    import pandas as pd
+
+    from qesim.fidelity.e2e import DATA, geomean_abs_err, run_e2e
+
+    df = run_e2e()
+    raw = pd.read_csv(DATA)
+    assert df.measured_ms.tolist() == raw.measured_ms.tolist() and raw.source.str.len().min() > 20
+    assert (df.none_ms <= df.stack_lo_ms + 1e-9).all() and (df.stack_lo_ms <= df.stack_ms).all()
+    assert (df.stack_ms <= df.stack_hi_ms).all() and (df.stack_hi_ms <= df.harness_ms + 1e-9).all()
+    assert geomean_abs_err([10.0, -10.0]) == pytest.approx((np.exp((np.log(1.1) + abs(np.log(0.9))) / 2) - 1) * 100)

@@ -34,6 +34,8 @@ def register(sub) -> None:
                    "(default amd-mi210:MI210; 'none' to skip)")
     p.add_argument("--folds", type=int, default=5, help="k of the k-fold cross-validation (default 5)")
     p.add_argument("--out", default="reports", help="output directory (default reports/)")
+    p.add_argument("--no-e2e", action="store_true", help="skip the end-to-end LLaMA-2-7B check against published "
+                   "measurements (qesim/fidelity/data/published_e2e.csv; writes OUT/fidelity_e2e.csv)")
     p.set_defaults(func=run)
 
 
@@ -58,8 +60,23 @@ def run(args: argparse.Namespace) -> int:
     measured = args.measured or str(default_measured())
     res = run_validation(measured, load_hw(args.hw), args.device, make_predictor, folds=args.folds, transfer=transfer)
     cmd = "qesim fidelity " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["fidelity"] else "qesim fidelity"
+    e2e = None
+    if not args.no_e2e:
+        from qesim.fidelity.e2e import e2e_markdown, run_e2e
+
+        e2e = run_e2e()
+        res.extra_md = e2e_markdown(e2e)
     for p in write_fidelity(res, Path(args.out), cmd.strip()):
         print(f"wrote {p}")
+    if e2e is not None:
+        from qesim.fidelity.e2e import geomean_abs_err
+
+        p = Path(args.out) / "fidelity_e2e.csv"
+        e2e.to_csv(p, index=False, float_format="%.6g")
+        print(f"wrote {p}")
+        print(f"end to end (LLaMA-2-7B batch 1, {len(e2e)} published rows): geomean |error| "
+              f"{geomean_abs_err(e2e.stack_err_pct):.1f} % (stack launch assumption), "
+              f"{geomean_abs_err(e2e.harness_err_pct):.1f} % (calibrated harness overheads)")
     s = res.summary
     for r in s.itertuples():
         print(f"{r.device:6} {r.op_class:12} n={r.kernels:3}  datasheet {r.datasheet_mean_abs_err_pct:6.1f} %  "

@@ -28,6 +28,7 @@ class FidelityResult:
     fitted: dict  # path -> value (primary device, all kernels)
     notes: list = field(default_factory=list)
     setup: dict = field(default_factory=dict)
+    extra_md: str = ""  # more report sections (the end-to-end check)
 
 
 def _err(pred, meas):
