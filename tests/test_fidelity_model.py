@@ -150,3 +150,17 @@ def test_e2e_check_runs_on_the_published_rows():
     assert (df.none_ms <= df.stack_lo_ms + 1e-9).all() and (df.stack_lo_ms <= df.stack_ms).all()
     assert (df.stack_ms <= df.stack_hi_ms).all() and (df.stack_hi_ms <= df.harness_ms + 1e-9).all()
     assert geomean_abs_err([10.0, -10.0]) == pytest.approx((np.exp((np.log(1.1) + abs(np.log(0.9))) / 2) - 1) * 100)
+
+
+def test_vhk158_artifact_preset_divides_loads_too():
+    """flightllm-vhk158-artifact = flightllm-vhk158 with the profiler's 3.2 on loads and stores as well."""
+    phys, art = load_hw("flightllm-vhk158"), load_hw("flightllm-vhk158-artifact")
+    assert art.terms.correction_factor == 3.2 and phys.terms.correction_factor == 1.0
+    for mode in ("mm", "mv"):
+        for a, b in zip(getattr(art.mpe, mode), getattr(phys.mpe, mode)):
+            assert a.macs_per_cycle * 3.2 == pytest.approx(b.macs_per_cycle, rel=5e-4)
+    g = build_graph("llama2-7b", stage="decode", context_len=512, setting="W8A8", density="q_proj=0.7,k_proj=0.7")
+    clear_caches()
+    p, a = estimate_graph(g, phys), estimate_graph(g, art)
+    assert p.bound == "hbm" and a.bound == "compute"  # the artifact's model: MV-bound decode
+    assert a.bytes_by_memory == p.bytes_by_memory

@@ -80,3 +80,20 @@ def test_cli_density_and_group_size(tmp_path):
                     "--setting", "W4A16", "--group-size", "32", "--out", str(out)], check=True, capture_output=True)
     g = json.loads(out.read_text())
     assert {o["group_size"] for o in g["ops"] if o["kind"] == "linear" and o["name"] != "lm_head"} == {32}
+
+
+def test_sweep_workload_group_size():
+    from qesim.dse.evaluate import _graph
+    from qesim.dse.space import space_from_dict
+
+    sp = space_from_dict({"space": {"base": "nvidia-a100-80gb", "hw": {"hbm.bandwidth_gbps": [1555, 2039]},
+                                    "workload": {"model": "llama2-7b", "setting": "W4A16", "stage": "decode",
+                                                 "group_size": [32, 128, 0]}}})
+    gs = sorted(w["group_size"] for w in sp.workloads)
+    assert gs == [0, 32, 128]
+    sizes = {w["group_size"]: {o.group_size for o in _graph(w).ops if o.kind == "linear" and o.name != "lm_head"}
+             for w in sp.workloads}
+    assert sizes == {32: {32}, 128: {128}, 0: {128}}  # 0 = the setting's default (g128 for weight-only)
+    with pytest.raises(InputError, match="group_size"):
+        space_from_dict({"space": {"base": "nvidia-a100-80gb", "hw": {"hbm.bandwidth_gbps": [1555]},
+                                   "workload": {"model": "llama2-7b", "group_size": -5}}})

@@ -32,7 +32,8 @@ def _graph(w: dict):
     from qesim.graph.builders import build_graph
 
     return build_graph(w["model"], stage=w["stage"], seq_len=int(w["seq_len"]), context_len=int(w["context_len"]),
-                       batch=int(w["batch"]), setting=w["setting"], method=w["method"], density=float(w["density"]))
+                       batch=int(w["batch"]), setting=w["setting"], method=w["method"], density=float(w["density"]),
+                       group_size=int(w.get("group_size", 0)) or None)
 
 
 def _baseline(w: dict) -> dict:

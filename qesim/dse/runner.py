@@ -741,4 +741,10 @@ def read_sweep(out: str | Path):
         p = p / RESULT
     if not p.exists():
         raise InputError(f"{p}: no sweep result (run `qesim sweep SPACE.yaml --out DIR` first)")
-    return pd.read_parquet(p)
+    df = pd.read_parquet(p)
+    from qesim.dse.space import WORKLOAD_DEFAULTS, WORKLOAD_FIELDS
+
+    for k in WORKLOAD_FIELDS:  # a sweep written before a workload field existed: the field's default
+        if k not in df.columns:
+            df[k] = WORKLOAD_DEFAULTS[k]
+    return df

@@ -24,6 +24,7 @@ File format (top-level key ``space``, or ``sweep`` as an alias)::
         context_len: 0
         batch: 1
         density: 1.0
+        group_size: 0              # weights per quantization group; 0 = the setting's default, -1 = per channel
       scenarios:                   # optional list of workload overrides, crossed with the above
         - {stage: prefill, seq_len: 128}
         - {stage: decode, context_len: 512}
@@ -58,9 +59,9 @@ from qesim.errors import InputError, format_validation_error
 from qesim.hw.config import HardwareConfig
 from qesim.perf.points import is_point_field
 
-WORKLOAD_FIELDS = ("model", "setting", "method", "stage", "seq_len", "context_len", "batch", "density")
+WORKLOAD_FIELDS = ("model", "setting", "method", "stage", "seq_len", "context_len", "batch", "density", "group_size")
 WORKLOAD_DEFAULTS = dict(model="qwen2vl-7b", setting="W16A16", method="none", stage="prefill", seq_len=128,
-                         context_len=0, batch=1, density=1.0)
+                         context_len=0, batch=1, density=1.0, group_size=0)
 PSEUDO_AXES = ("scale.macs", "scale.buffers")
 #: values of one hardware axis, and points of a whole space, at most (a grid beyond them is refused
 #: before anything is enumerated; the robust helper's bound, issue 12)
@@ -419,6 +420,10 @@ def _workloads(raw: dict, src: str) -> list[dict]:
         elif k == "density":
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
                 raise _fail(src, where, f"must be a number in (0, 1] (got {v!r})")
+        elif k == "group_size":
+            if isinstance(v, bool) or not isinstance(v, int) or v < -1:
+                raise _fail(src, where, f"must be an integer >= 1, -1 (per channel) or 0 (the setting's default) "
+                            f"(got {v!r})")
 
     for k, vs in axes.items():
         for v in vs:
@@ -446,7 +451,8 @@ def _workloads(raw: dict, src: str) -> list[dict]:
     for w in out:  # every combination must build (e.g. decode on an encoder fails here)
         try:
             build_graph(w["model"], stage=w["stage"], seq_len=w["seq_len"], context_len=w["context_len"],
-                        batch=w["batch"], setting=w["setting"], method=w["method"], density=w["density"])
+                        batch=w["batch"], setting=w["setting"], method=w["method"], density=w["density"],
+                        group_size=w["group_size"] or None)
         except InputError as e:
             raise _fail(src, "space.workload", f"{ {k: w[k] for k in WORKLOAD_FIELDS} }: {e}") from None
     return out

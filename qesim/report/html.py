@@ -235,7 +235,7 @@ def section_sweep(sweep_dir: Optional[Path], figdir: Path, rel: str) -> str:
         latency_ms_max=("latency_s", lambda v: 1e3 * v.max()), speedup_min=("speedup", "min"),
         speedup_max=("speedup", "max"), bound=("bound", lambda v: ", ".join(f"{k} {c}" for k, c in
                                                                            v.value_counts().items()))).reset_index()
-    out += ["<h3>Per workload</h3>", _table(summ.drop(columns=["batch", "density"]))]
+    out += ["<h3>Per workload</h3>", _table(summ.drop(columns=["batch", "density", "group_size"]))]
     front = pareto_front(df, {"latency_s": "min", "sram_bytes": "min", "mpe_macs_per_cycle": "min"},
                          by=list(WORKLOAD_FIELDS))
     cols = ["setting", "method", "stage"] + axes + ["latency_s", "tokens_per_s", "speedup", "bound", "sram_bytes",

@@ -60,7 +60,9 @@ def _assumptions(hw: HardwareConfig) -> str:
     return (f"- **{hw.name}**: {hw.frequency_mhz:g} MHz; HBM {hw.hbm.bandwidth_gbps:g} GB/s x {hw.hbm.efficiency:g} "
             f"efficiency; MPE MM {max(r.macs_per_cycle for r in hw.mpe.mm):g} / MV "
             f"{max(r.macs_per_cycle for r in hw.mpe.mv):g} MAC/cycle (best precision); "
-            f"prefill activations off-chip={p.prefill.activations_offchip}, compute hidden={p.prefill.compute_hidden}; "
+            + (f"every instruction time (compute, loads, stores) divided by the profiler correction factor "
+               f"{hw.terms.correction_factor:g} (terms.correction_factor); " if hw.terms.correction_factor != 1 else "")
+            + f"prefill activations off-chip={p.prefill.activations_offchip}, compute hidden={p.prefill.compute_hidden}; "
             f"decode activations off-chip={p.decode.activations_offchip} (False = FlightLLM always-on-chip decode), "
             f"compute hidden={p.decode.compute_hidden}; adapters resident={p.adapters_resident}; "
             f"double buffering={p.double_buffering}; attention operands {p.attention_bits} bits; KV cache fp16.")
