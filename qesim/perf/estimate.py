@@ -136,7 +136,7 @@ def estimate_from_result(res: GraphResult, i: int, *, graph_name: str, hw_name: 
                          tokens: int) -> GraphEstimate:
     """The :class:`GraphEstimate` of point ``i`` of a detailed :class:`GraphResult`."""
     t, costs, st = res.timed, res.costs, res.stacked
-    col = lambda a: np.broadcast_to(a, t.cycles.shape)[:, i].tolist()  # noqa: E731
+    col = lambda a: (a[:, i] if a.shape[1] > 1 else a[:, 0]).tolist()  # noqa: E731
     cycles = col(t.cycles)
     reps = [c.repeat for c in costs]
     tiles = [c.tile_at(i) if c.tile_at is not None else None for c in costs]
