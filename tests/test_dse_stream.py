@@ -153,7 +153,7 @@ def test_validate_runs_the_sweeps_check(tmp_path, capsys, monkeypatch):
 
     p = _bad_space_file(tmp_path)
     assert main(["validate", str(p)]) == 0
-    assert "2 groups costed" in capsys.readouterr().out
+    assert "2 points costed" in capsys.readouterr().out  # no structural or buffer axis: 1 point x 2 workloads
     real = Evaluator.evaluate_block
 
     def broken(self, w, cols):

@@ -9,8 +9,8 @@ Writes DIR/manifest.json, DIR/parts/*.parquet (one per chunk as it finishes: the
 --resume keeps) and DIR/sweep.parquet, streamed one row group per chunk in point order (one row per
 point: the swept fields, the workload, latency, tokens/s, bound, speedup vs W16A16 on the same
 hardware, bytes per memory, utilisation), plus DIR/pareto.csv (latency vs SRAM vs MPE size, per
-workload). Before writing anything it costs one point of every (workload, structural config)
-group, as `qesim validate SPACE.yaml` does; it says how it split the points into chunks, and the
+workload). Before writing anything it costs every workload on one point of every combination of
+structural and listed buffer-size values, as `qesim validate SPACE.yaml` does; it says how it split the points into chunks, and the
 rate it prints is for the whole command. The space format is documented in ``qesim/dse/space.py`` and in
 ``hw_configs/sweeps/flightllm-dse.yaml``.
 """
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         dt = _seconds_since_start()
         tm = res.timings
         print(f"{res.n_points} points in {dt:.2f} s = {res.n_points / max(dt, 1e-9):.0f} points/s for the whole "
-              f"command (process start to Pareto; of which checking one point per group {tm['check_s']:.2f} s, "
+              f"command (process start to Pareto; of which the check (a point per structural / buffer-size combination) {tm['check_s']:.2f} s, "
               f"evaluating + writing {tm['run_s']:.2f} s, Parquet writes {tm['write_s']:.2f} s, Pareto "
               f"{tm['pareto_s']:.2f} s) -> {out / 'sweep.parquet'}; {res.fronts.num_rows} on the "
               f"latency/SRAM/MPE Pareto fronts -> {out / 'pareto.csv'}", file=sys.stderr)

@@ -1,8 +1,8 @@
 """``qesim validate FILE...``: check layer graphs (.json), hardware configs (.yaml) and sweep spaces.
 
 A sweep space (a .yaml with a top-level ``space:``) is valid exactly when ``qesim sweep`` can run
-it: besides the file's fields, every workload graph is built and one point of every (workload,
-structural config) group is costed, as the sweep does before it writes anything.
+it: besides the file's fields, every workload graph is built and costed on one point of every
+combination of structural and listed buffer-size values, as the sweep does before it writes anything.
 
 Exit 0 if every file is valid; otherwise one error line per bad file and exit 2.
 """
@@ -45,7 +45,7 @@ def validate_file(path: str) -> str:
             sp = load_space(p)
             groups = check_space(sp)
             return (f"{p}: valid sweep space '{sp.name}' ({len(sp)} points: {len(sp.workloads)} workloads x "
-                    f"{sp.n_hw_points()} hardware points; one point of each of {groups} groups costed)")
+                    f"{sp.n_hw_points()} hardware points; {groups} points costed as the sweep does)")
         hw = config_from_dict(data, str(p))
         return f"{p}: valid hardware config '{hw.name}'"
     raise InputError(f"{p}: unknown file type {p.suffix!r}; expected .json (layer graph) or .yaml/.yml (hardware config)")

@@ -341,22 +341,52 @@ def _write_csv(table, path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- check
-def check_space(space: Space, exact: bool = False) -> int:
-    """Evaluate one point per (workload, structural config) group, exactly as the sweep does.
+_CHECK_MAX = 4096  # at most this many hardware points per workload in the check
 
-    What ``qesim validate`` runs and what the sweep runs before it writes anything: every
-    workload graph is built and costed, on every combination of structural values the space
-    holds. Returns the number of groups; an :class:`InputError` naming the workload otherwise.
+
+def _check_points(space: Space, ev, hw: dict) -> np.ndarray:
+    """Hardware-point indices of the check: the first point of every combination of the values
+    of structural axes and of list-valued buffer-size axes (e.g. the 4 x 4 weight / activation
+    buffer sizes: they choose the tilings, which the cost model memoises per size); if there are
+    more than ``_CHECK_MAX`` combinations, of every structural combination only."""
+    n_hw = space.n_hw_points()
+    listed = [a.path for a in space.axes if a.values is not None
+              and (a.path.startswith("buffers.") or a.path == "scale.buffers")]
+    paths = list(dict.fromkeys(ev.struct_paths + listed))
+    if not paths:
+        return np.zeros(1, dtype=np.int64)
+    key = np.zeros(n_hw, dtype=np.int64)
+    n_combos = 1
+    for p in paths:
+        u, inv = np.unique(np.asarray(hw[p]), return_inverse=True)
+        key, n_combos = key * len(u) + inv.reshape(-1), n_combos * len(u)
+        if n_combos > 1 << 40:
+            break
+    _, first = np.unique(key, return_index=True)
+    if len(first) <= _CHECK_MAX:
+        return np.sort(first).astype(np.int64)
+    return np.array([int(sel[0]) for _, sel in ev._struct_groups(dict(hw, point_id=np.arange(n_hw)), n_hw)],
+                    dtype=np.int64)
+
+
+def check_space(space: Space, exact: bool = False) -> int:
+    """Evaluate a few points of every workload exactly as the sweep does: one per combination of
+    the structural and listed buffer-size values the space holds (see :func:`_check_points`).
+
+    What ``qesim validate`` runs and what the sweep runs before it writes anything: every workload
+    graph is built and costed on every such combination, which also fills the per-process caches
+    (lowering, tilings per buffer size) that forked pool workers then inherit instead of each
+    building them again. Returns the number of points costed; an :class:`InputError` naming the
+    workload otherwise.
     """
     ev = evaluator_for(space)
     n_hw = space.n_hw_points()
     hw = hw_columns(space)
-    pick = np.array([int(sel[0]) for _, sel in
-                     ev._struct_groups(dict(hw, point_id=np.arange(n_hw)), n_hw)], dtype=np.int64)
+    pick = _check_points(space, ev, hw)
     for wi, w in enumerate(space.workloads):
         cols = {"point_id": wi * n_hw + pick, **{p: v[pick] for p, v in hw.items()}}
         try:
-            if exact:
+            if exact:  # a cold estimate per point: one is enough to know the workload costs
                 ev.exact_row(dict(w, **{c: v[0] for c, v in cols.items()}))
             else:
                 ev.evaluate_block(w, cols)
