@@ -24,6 +24,20 @@ def perplexity(model: nn.Module, ids: torch.Tensor, batch_size: int = 8) -> floa
     return math.exp(nll / n)
 
 
+@torch.no_grad()
+def chunk_nll(model: nn.Module, ids: torch.Tensor, batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-chunk next-token NLL: ``(nll [N] float64 summed over the chunk's positions, tokens [N])``
+    for ``ids [N, L]``; ``exp(nll.sum() / tokens.sum())`` is :func:`perplexity`."""
+    out = []
+    for i in range(0, len(ids), batch_size):
+        b = ids[i : i + batch_size]
+        lg = model(input_ids=b, use_cache=False).logits[:, :-1].float()
+        nll = F.cross_entropy(lg.reshape(-1, lg.shape[-1]), b[:, 1:].reshape(-1), reduction="none")
+        out.append(nll.view(b.shape[0], -1).double().sum(1))
+    nll = torch.cat(out)
+    return nll, torch.full_like(nll, ids.shape[1] - 1)
+
+
 def encoder_batches(tokenizer, texts: list[str], batch_size: int = 32, max_length: int = 128):
     return [dict(tokenizer(texts[i : i + batch_size], padding=True, truncation=True, max_length=max_length,
                            return_tensors="pt")) for i in range(0, len(texts), batch_size)]
