@@ -47,6 +47,16 @@ def register(sub) -> None:
     p.add_argument("--merge", metavar="CSV,CSV", default=None,
                    help="do not run: merge accuracy.csv files of separate runs (same model, calibration and "
                         "evaluation sets) into OUT/accuracy.{csv,md}; the first file wins on duplicates")
+    p.add_argument("--pareto", action="store_true",
+                   help="do not run the grid: write OUT/quant_pareto.{md,csv,png}, the budget-matched comparison "
+                        "(rank sweeps of LQER/ASER/QE + plain methods, intervals, modelled latency on every preset)")
+    p.add_argument("--pareto-models", default="smollm2-135m,minilm-l6",
+                   help="models of --pareto (default smollm2-135m,minilm-l6)")
+    p.add_argument("--pareto-setting", default="W4A8", help="setting of --pareto (default W4A8)")
+    p.add_argument("--pareto-grid", choices=["full", "small"], default="full",
+                   help="--pareto budget grid: full (RTN/GPTQ/AWQ, LQER/ASER ranks 16/64/288, QE 16+8x16, 32+8x32, "
+                        "32+2x32; 64 + 32 chunks) or small (RTN, ranks 64/288, QE 16+8x16 and 32+8x32; 64 + 16 chunks)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads of --pareto (default 2)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)
 
@@ -97,6 +107,8 @@ def run(args) -> int:
         check_out_dir(args.out)
         return _merge(args)
     check_out_dir(args.out)  # before quantizing, not after
+    if args.pareto:
+        return _pareto(args)
     from qesim.quant.methods import ALL_METHODS
     from qesim.quant.primitives import parse_setting
 
@@ -149,6 +161,51 @@ def run(args) -> int:
     res = run_accuracy(cfg, progress=say, checkpoint=write)
     write(res)
     say(f"wrote {out / 'accuracy.csv'} and {out / 'accuracy.md'} (total {res.timings.get('total_s', 0):.0f} s)")
+    return 0
+
+
+def _pareto(args) -> int:
+    from qesim.eval.models import MODELS, package_dir
+    from qesim.quant.primitives import parse_setting
+
+    models = _split(args.pareto_models)
+    for m in models:
+        if m not in MODELS:
+            raise InputError(f"--pareto-models: unknown {m!r}; accuracy runs support {', '.join(MODELS)}")
+        package_dir(m)
+    try:
+        setting = parse_setting(args.pareto_setting).name
+    except ValueError as e:
+        raise InputError(f"--pareto-setting: {e}") from None
+    from qesim.eval.pareto import ParetoConfig, run_pareto
+    from qesim.report.quant_pareto import write_pareto_report
+
+    say = (lambda s: None) if args.quiet else (lambda s: print(f"[pareto] {s}", file=sys.stderr, flush=True))
+    t0, c0 = time.time(), time.process_time()
+    results = []
+    for m in models:
+        enc = MODELS[m]["kind"] == "encoder"
+        if args.quick:
+            cfg = ParetoConfig.quick(m)
+        else:
+            cfg = ParetoConfig.small(m) if args.pareto_grid == "small" else ParetoConfig(model=m)
+        cfg.threads = max(1, args.threads)
+        if enc and not args.quick:  # paragraphs instead of 128-token chunks
+            cfg.n_calib, cfg.n_eval, cfg.n_ood = 64, 128, 2 * cfg.n_ood
+        cfg.setting = setting
+        cfg.seed = args.seed
+        results.append(run_pareto(cfg, progress=say))
+    cmd = "qesim accuracy --pareto" + (" --quick" if args.quick else "") + f" --out {args.out}"
+    if args.pareto_models != "smollm2-135m,minilm-l6":
+        cmd += f" --pareto-models {args.pareto_models}"
+    if setting != "W4A8":
+        cmd += f" --pareto-setting {setting}"
+    if args.pareto_grid != "full":
+        cmd += f" --pareto-grid {args.pareto_grid}"
+    if args.threads != 2:
+        cmd += f" --threads {args.threads}"
+    paths = write_pareto_report(results, Path(args.out), cmd, time.time() - t0, time.process_time() - c0)
+    say("wrote " + ", ".join(map(str, paths)) + f" in {time.time() - t0:.0f} s")
     return 0
 
 

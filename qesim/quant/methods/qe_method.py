@@ -4,7 +4,9 @@ with its FP calibration inputs (this module does not implement QE itself).
 Options (``opts``): ``rank`` (total, default 64, split half shared / half routed as the paper),
 ``qe_k`` (32), ``qe_n_routed`` (8), ``qe_ablation`` ('full', 'se_only', 're_only',
 'se_random_routing', 'se_random_clustering'), ``qe_refine`` (False), ``seed`` (0),
-``qe_max_tokens`` (cap on calibration tokens handed to fit_qe; default all).
+``qe_max_tokens`` (cap on calibration tokens handed to fit_qe; default all), ``qe_shared_rank`` /
+``qe_routed_rank`` (override the half/half split of ``rank``; the budget sweeps of
+``qesim.eval.pareto`` set them).
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ def make_config(opts: dict):
     from qesim.quant.qe import QEConfig
 
     rank = int(opts.get("rank", 64))
+    rs = opts.get("qe_shared_rank")
+    rr = opts.get("qe_routed_rank")
     kw = dict(k=int(opts.get("qe_k", 32)), n_routed=int(opts.get("qe_n_routed", 8)),
-              shared_rank=rank - rank // 2, routed_rank=rank // 2,
+              shared_rank=int(rank - rank // 2 if rs is None else rs), routed_rank=int(rank // 2 if rr is None else rr),
               ablation=opts.get("qe_ablation", "full"), refine=bool(opts.get("qe_refine", False)),
               seed=int(opts.get("seed", 0)))
     return QEConfig(**kw)

@@ -1,0 +1,82 @@
+"""Budget-matched Pareto machinery (qesim.eval.pareto + report) on a tiny random Llama."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from qesim.eval.pareto import ParetoConfig, budget_matches, front, run_pareto_on  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def result():
+    torch.manual_seed(0)
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    m = LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for layer in m.model.layers:
+            w = torch.ones(64)
+            w[[3, 17, 50]] = 40.0
+            layer.input_layernorm.weight.copy_(w)
+    ids = torch.randint(0, 256, (14, 32), generator=torch.Generator().manual_seed(1))
+    pc = ParetoConfig(model="tiny", plain=("rtn",), ranks=(4, 16, 48), qe_configs=((4, 4, 2),), seq_len=32,
+                      hw=("qe-paper-npu",))
+    return run_pareto_on(m, "causal", [{"input_ids": ids[i:i + 4]} for i in range(0, 8, 4)],
+                         {"pydoc": ids[8:12], "licenses": ids[12:14]}, pc, "tiny")
+
+
+def test_points_costs_and_intervals(result):
+    r = result
+    labels = [p.label for p in r.points]
+    assert labels == ["rtn", "lqer-4", "lqer-16", "lqer-48", "aser-4", "aser-16", "aser-48", "qe-4+2x4"]
+    by = {p.label: p for p in r.points}
+    for p in r.points:
+        for ev in ("pydoc", "licenses"):
+            iv = p.metric[ev]
+            assert iv.lo <= iv.value <= iv.hi
+        assert set(p.latency) == {("qe-paper-npu", "prefill"), ("qe-paper-npu", "decode")}
+    assert by["rtn"].memory_bytes == 0
+    # adapter bytes grow linearly with rank: 7 linears x 2 layers x r x (in + out) x 2 B
+    d = by["lqer-16"].adapter_bytes - by["lqer-4"].adapter_bytes
+    shapes = [(64, 64), (64, 32), (64, 32), (64, 64), (64, 128), (64, 128), (128, 64)]
+    assert d == pytest.approx(12 * 2 * 2 * sum(i + o for i, o in shapes))
+    assert by["aser-4"].scale_bytes > 0 and by["lqer-4"].scale_bytes == 0  # ASER/QE input scaling
+    for stage in ("prefill", "decode"):
+        assert by["lqer-48"].latency[("qe-paper-npu", stage)] >= by["lqer-4"].latency[("qe-paper-npu", stage)]
+    q = by["qe-4+2x4"]
+    assert (q.active_rank, q.stored_rank) == (8, 12)
+    assert q.extra["touched_per_128"] <= 2 and 0 <= q.extra["cs_overlap"] <= 1
+
+
+def test_fronts_and_budget_matches(result, tmp_path):
+    r = result
+    val = lambda p: p.metric["pydoc"].value  # noqa: E731
+    fr = front(r.points, lambda p: p.memory_bytes, val, True)
+    assert fr[0].memory_bytes == min(p.memory_bytes for p in r.points)
+    assert all(val(b) < val(a) for a, b in zip(fr, fr[1:]))  # strictly improving along the front
+    rows = budget_matches(r)
+    budgets = {x["budget"] for x in rows}
+    assert {"active rank", "stored memory", "latency qe-paper-npu prefill", "latency qe-paper-npu decode"} <= budgets
+    mem = next(x for x in rows if x["budget"] == "stored memory")
+    qe = next(p for p in r.points if p.method == "qe")
+    base = next(p for p in r.points if p.label == mem["baseline"])
+    assert base.memory_bytes <= qe.memory_bytes
+    from qesim.report.quant_pareto import write_pareto_report
+
+    paths = write_pareto_report([r], tmp_path, "qesim accuracy --pareto (test)", 1.0, 1.0)
+    md = (tmp_path / "quant_pareto.md").read_text()
+    assert "Where QE sits" in md and "significant" in md and "qesim accuracy --pareto (test)" in md
+    assert (tmp_path / "quant_pareto.csv").read_text().count("\n") == len(r.points) + 2
+    assert any(str(p).endswith(".png") for p in paths)
+
+
+@pytest.mark.slow
+def test_pareto_command_quick_minilm(tmp_path):
+    from qesim.cli import main
+
+    assert main(["accuracy", "--pareto", "--quick", "--pareto-models", "minilm-l6", "--out", str(tmp_path),
+                 "--quiet"]) == 0
+    assert "minilm-l6" in (tmp_path / "quant_pareto.md").read_text()
