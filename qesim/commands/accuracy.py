@@ -56,7 +56,10 @@ def register(sub) -> None:
     p.add_argument("--pareto-grid", choices=["full", "small"], default="full",
                    help="--pareto budget grid: full (RTN/GPTQ/AWQ, LQER/ASER ranks 16/64/288, QE 16+8x16, 32+8x32, "
                         "32+2x32; 64 + 32 chunks) or small (RTN, ranks 64/288, QE 16+8x16 and 32+8x32; 64 + 16 chunks)")
-    p.add_argument("--threads", type=int, default=2, help="torch threads of --pareto (default 2)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads of --pareto / --ablation-seeds (default 2)")
+    p.add_argument("--ablation-seeds", metavar="S,S,...", default=None,
+                   help="do not run the grid: QE ablation at the full rank budget (--rank, default 64) over these "
+                        "calibration seeds, paired intervals; writes OUT/qe_ablation.{md,csv} (causal model only)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)
 
@@ -109,6 +112,8 @@ def run(args) -> int:
     check_out_dir(args.out)  # before quantizing, not after
     if args.pareto:
         return _pareto(args)
+    if args.ablation_seeds:
+        return _ablation_seeds(args)
     from qesim.quant.methods import ALL_METHODS
     from qesim.quant.primitives import parse_setting
 
@@ -206,6 +211,47 @@ def _pareto(args) -> int:
         cmd += f" --threads {args.threads}"
     paths = write_pareto_report(results, Path(args.out), cmd, time.time() - t0, time.process_time() - c0)
     say("wrote " + ", ".join(map(str, paths)) + f" in {time.time() - t0:.0f} s")
+    return 0
+
+
+def _ablation_seeds(args) -> int:
+    from qesim.eval.models import MODELS, package_dir
+    from qesim.quant.primitives import parse_setting
+
+    try:
+        seeds = tuple(int(x) for x in _split(args.ablation_seeds))
+    except ValueError:
+        raise InputError(f"--ablation-seeds: {args.ablation_seeds!r} is not a comma list of integers") from None
+    if not seeds or args.model not in MODELS or MODELS[args.model]["kind"] != "causal":
+        raise InputError(f"--ablation-seeds: needs seeds and a causal --model ({args.model!r} given)")
+    if args.rank < 2:
+        raise InputError("--rank: the ablation needs a total rank >= 2")
+    try:
+        setting = parse_setting(args.ablation_setting).name
+    except ValueError as e:
+        raise InputError(f"--ablation-setting: {e}") from None
+    package_dir(args.model)
+    from qesim.eval.ablation import AblationConfig, run_ablation, write_ablation_report
+
+    cfg = AblationConfig(model=args.model, setting=setting, seeds=seeds, rank=args.rank, threads=max(1, args.threads))
+    if args.quick:
+        cfg.n_calib, cfg.n_eval = 4, 8
+    if args.calib:
+        cfg.n_calib = args.calib
+    if args.n_eval:
+        cfg.n_eval = args.n_eval
+    say = (lambda s: None) if args.quiet else (lambda s: print(f"[ablation] {s}", file=sys.stderr, flush=True))
+    t0, c0 = time.time(), time.process_time()
+    res = run_ablation(cfg, progress=say)
+    cmd = f"qesim accuracy --ablation-seeds {','.join(map(str, seeds))} --model {args.model} --out {args.out}"
+    if args.quick:
+        cmd += " --quick"
+    if args.rank != 64:
+        cmd += f" --rank {args.rank}"
+    if args.threads != 2:
+        cmd += f" --threads {args.threads}"
+    paths = write_ablation_report(res, Path(args.out), cmd, time.time() - t0, time.process_time() - c0)
+    say("wrote " + ", ".join(map(str, paths)))
     return 0
 
 
