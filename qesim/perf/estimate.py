@@ -198,9 +198,12 @@ def compiled_graph(graph: LayerGraph, hw: HardwareConfig) -> CompiledGraph:
 
 def clear_caches() -> None:
     """Forget every memoised lowering and result (benchmarks: measure a cold estimate)."""
+    from qesim.perf.ops.linear import _PLAN_MEMO
+
     _STRUCT.clear()
     _COMPILED.clear()
     _RESULTS.clear()
+    _PLAN_MEMO.clear()
 
 
 def estimate_graph(graph: LayerGraph, hw: HardwareConfig) -> GraphEstimate:

@@ -139,6 +139,9 @@ def linear_terms(op: LinearOp, hw: HardwareConfig, stage: str) -> LinearTerms:
 
 
 # ----------------------------------------------------------------------------- lowering
+_PLAN_MEMO: dict = {}  # (GemmSpec, point values) -> PlanArrays, for small point sets
+
+
 class LoweredLinear(Lowered):
     """A linear op on one structure; :meth:`cost` plans and costs it at every point."""
 
@@ -173,7 +176,6 @@ class LoweredLinear(Lowered):
         if op.adapters is not None and pol.adapters_resident:
             _, stored = adapter_params(op.adapters, op.in_features, op.out_features, op.tokens)
             self._resident = stored * op.adapters.adapter_bits / 8.0 * op.repeat
-        self._plans: dict = {}
 
     def resident_bytes(self) -> float:
         return self._resident
@@ -193,13 +195,13 @@ class LoweredLinear(Lowered):
         b = pts.buf
         args = dict(w_buf=b["weight_bytes"], a_buf=b["act_bytes"], o_buf=b["out_bytes"], macs_per_cycle=mpc,
                     extra_cycles=ad_cycles, w_bpc=pts.bpc[self.wmem], a_bpc=pts.bpc[self.amem])
-        if pts.n <= 8:  # a few points: memoised by value across calls
-            key = b"".join(np.asarray(v, dtype=float).tobytes() for v in args.values())
-            p = self._plans.get(key)
+        if pts.n <= 8:  # a few points: memoised by value across calls and graphs (decode steps repeat GEMMs)
+            key = (self.spec, b"".join(np.asarray(v, dtype=float).tobytes() for v in args.values()))
+            p = _PLAN_MEMO.get(key)
             if p is None:
-                if len(self._plans) > 1024:
-                    self._plans.clear()
-                p = self._plans[key] = plan_points(self.spec, **args)
+                if len(_PLAN_MEMO) > 16384:
+                    _PLAN_MEMO.clear()
+                p = _PLAN_MEMO[key] = plan_points(self.spec, **args)
         else:  # many points: shared by every GEMM of the same spec and rates on these points
             key = ("plan", self.spec, t.mode, self.w_bits, self.a_bits, self.ad_bits, t.kept, t.ad_macs, self.wmem,
                    self.amem)
