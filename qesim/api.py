@@ -237,6 +237,12 @@ class Estimate:
         if not self.from_graph:  # W16A16 is its own baseline: speedup 1.0
             d["fp16_latency_s"] = self.fp16_latency_s
             d["speedup_vs_fp16"] = self.speedup_vs_fp16
+        if "energy" not in d:  # another engine (cycle model): the cost model's energy, re-timed with its op times
+            from qesim.perf.terms.costing import cost_graph
+
+            d["energy"] = cost_graph(g, self.hw, op_cycles=[o["cycles"] for o in d["ops"]]).to_dict()
+            for k in ("energy_per_token_j", "avg_power_w", "area_mm2", "cost_usd"):
+                d[k] = d["energy"][k]
         self._dict = d
         return json.loads(json.dumps(d))
 

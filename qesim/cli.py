@@ -34,6 +34,8 @@ COMMANDS: dict[str, str] = {
     "moe": "qesim.commands.moe",
     "calibrate": "qesim.commands.calibrate",
     "fidelity": "qesim.commands.fidelity",
+    "explore": "qesim.commands.explore",
+    "energy": "qesim.commands.energy",
 }
 
 

@@ -120,6 +120,18 @@ def _fmt_bytes(b: float) -> str:
     return f"{b:.0f} B"
 
 
+def _energy_line(e: dict) -> str:
+    if e["model"] == "none":
+        return "energy: not known for this config (no energy section)"
+    parts = [f"energy {e['energy_per_token_j'] * 1e3:.4g} mJ/token", f"avg power {e['avg_power_w']:.4g} W "
+             f"({e['model']})"]
+    if e["area_mm2"] is not None:
+        parts.append(f"area {e['area_mm2']:.4g} mm^2")
+    if e["cost_usd"] is not None:
+        parts.append(f"die cost ${e['cost_usd']:.4g}")
+    return "  ".join(parts)
+
+
 def run(args: argparse.Namespace) -> int:
     from qesim.api import estimate
     from qesim.commands import devices
@@ -148,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
               f"quantized parts: {d['quantize'] or 'none'}")
         for c, v in d["components"].items():
             print(f"  {c:<9} {v['latency_s'] * 1e3:10.3f} ms  {_fmt_bytes(v['bytes']):>11}  bound: {v['bound']}")
+    print(_energy_line(d["energy"]))
     print("off-chip bytes: " + ", ".join(f"{m} {_fmt_bytes(v)}" for m, v in d["bytes"].items() if v))
     print("utilisation: " + ", ".join(f"{k} {v * 100:.1f}%" for k, v in d["utilization"].items() if v))
     for w in d["warnings"]:

@@ -8,7 +8,9 @@ with the most busy cycles over the pass), ``speedup`` (latency of the W16A16 / m
 of the same workload on the same config, over this point's latency), ``baseline_latency_s``,
 ``hbm_bytes``/``ddr_bytes`` (off-chip bytes per pass), ``util_mpe``/``util_sfu``/``util_hbm``/
 ``util_ddr`` (busy cycles / pass cycles), ``sram_bytes`` (weight + activation + output + adapter
-buffers), ``mpe_macs_per_cycle`` (the fastest matrix-matrix MAC rate: the MPE size).
+buffers), ``mpe_macs_per_cycle`` (the fastest matrix-matrix MAC rate: the MPE size),
+``energy_per_token_j``, ``avg_power_w``, ``area_mm2``, ``cost_usd`` (:mod:`qesim.perf.terms.energy`;
+NaN where the config does not know them).
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from qesim.dse.space import PSEUDO_AXES, WORKLOAD_FIELDS, Space, apply_updates, 
 
 OUTPUT_COLUMNS = ["hw", "cycles", "latency_s", "tokens_per_s", "bound", "speedup", "baseline_latency_s",
                   "hbm_bytes", "ddr_bytes", "util_mpe", "util_sfu", "util_hbm", "util_ddr", "sram_bytes",
-                  "mpe_macs_per_cycle"]
+                  "mpe_macs_per_cycle", "energy_per_token_j", "avg_power_w", "area_mm2", "cost_usd"]
+ENERGY_COLUMNS = {"energy_per_token_j": "per_token_j", "avg_power_w": "avg_power_w", "area_mm2": "area_mm2",
+                  "cost_usd": "cost_usd"}  # column -> GraphEnergy field
 
 
 def _graph(w: dict):
@@ -143,6 +147,9 @@ class Evaluator:
                 out[f"util_{k}"][sel] = util[k]
             out["sram_bytes"][sel] = sum(hv.buf[k] for k in ("weight_bytes", "act_bytes", "out_bytes", "adapter_bytes"))
             out["mpe_macs_per_cycle"][sel] = hv.peak_mm_rate()
+            for col, f in ENERGY_COLUMNS.items():
+                v = getattr(res.energy, f) if res.energy is not None else None
+                out[col][sel] = np.nan if v is None else v
         return out
 
     def _struct_groups(self, cols: dict, n: int) -> list:
@@ -219,7 +226,8 @@ class Evaluator:
                     hbm_bytes=by["hbm"], ddr_bytes=by["ddr"], util_mpe=u["mpe"], util_sfu=u["sfu"],
                     util_hbm=u["hbm"], util_ddr=u["ddr"],
                     sram_bytes=float(b.weight_bytes + b.act_bytes + b.out_bytes + b.adapter_bytes),
-                    mpe_macs_per_cycle=float(max(r.macs_per_cycle for r in hw.mpe.mm)))
+                    mpe_macs_per_cycle=float(max(r.macs_per_cycle for r in hw.mpe.mm)),
+                    **{c: (np.nan if (est.energy or {}).get(c) is None else est.energy[c]) for c in ENERGY_COLUMNS})
 
 
 _EVALUATORS: dict = {}

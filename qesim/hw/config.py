@@ -18,6 +18,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 
 from qesim.hw.units import parse_quantity
 
+from qesim.hw.power_area import Area, Cost, Energy
+
 Memory = Literal["hbm", "ddr"]
 
 # ---- strict scalar types -------------------------------------------------------------------------
@@ -383,6 +385,9 @@ class HardwareConfig(_Strict):
                          "dequantization (neutral by default)")
     interconnect: Optional[Interconnect] = Field(
         None, description="device-to-device links for --devices > 1 (None: single device only)")
+    energy: Energy = Energy()  # qesim.hw.power_area: energy per action / board power
+    area: Area = Area()
+    cost: Cost = Cost()
     sources: dict[str, str] = Field(default_factory=dict, description="free-form provenance notes")
 
     @model_validator(mode="after")

@@ -26,6 +26,7 @@ from qesim.perf.fusion import fused_deltas, fusion_plan
 from qesim.perf.ops.base import Lowered, OpCost, arr, lower
 from qesim.perf.points import MEMORIES, HwPoints
 from qesim.perf.terms.apply import apply_terms
+from qesim.perf.terms.energy import graph_energy
 from qesim.perf.timing import BUSY, Timed, time_ops
 
 
@@ -49,10 +50,13 @@ class _Fused(Lowered):
     def cost(self, pts: HwPoints) -> OpCost:
         c = self.base.cost(pts)
         sfu, steps = c.sfu_cycles, c.steps
+        actions = dict(c.actions)
         for s in self.fused:
             sc = s.cost(pts)
             sfu = sfu + sc.sfu_cycles
             steps = np.maximum(steps, sc.steps)
+            for a, v in sc.actions.items():  # the fused op's buffer accesses (energy terms)
+                actions[a] = actions.get(a, 0.0) + v
         load, store = dict(c.load), dict(c.store)
         for m, b in self.dload.items():
             load[m] = load.get(m, 0.0) + b
@@ -60,7 +64,8 @@ class _Fused(Lowered):
             store[m] = np.maximum(store.get(m, 0.0) + b, 0.0)
         return OpCost(c.name, c.kind, c.repeat, load, store, c.mpe_cycles, sfu, steps, c.macs, c.compute_hidden,
                       c.double_buffered, c.sfu_overlaps, tile_at=c.tile_at,
-                      notes=c.notes + tuple(f"fused {s.name}" for s in self.fused), func=c.func, shape=c.shape)
+                      notes=c.notes + tuple(f"fused {s.name}" for s in self.fused), func=c.func, shape=c.shape,
+                      actions=actions)
 
 
 @dataclass
@@ -77,6 +82,7 @@ class GraphResult:
     timed: Optional[Timed] = None  # (ops x n) (detail)
     stacked: Optional[dict] = None  # (ops x n) arrays of the costs: mem_bytes[mem], mpe, steps, total_bytes (detail)
     warnings: list = field(default_factory=list)  # per point: list of strings (detail)
+    energy: Optional[object] = None  # qesim.perf.terms.energy.GraphEnergy: energy, power, area, cost per point
 
     @property
     def latency_s(self) -> np.ndarray:
@@ -169,6 +175,8 @@ class CompiledGraph:
             busy[m] = tot(t.mem_cycles[m])
         res = GraphResult(tokens=self.tokens, cycles=tot(t.cycles), freq_hz=pts.freq_hz, busy=busy,
                           bytes={m: tot(mb[m]) for m in MEMORIES})
+        res.energy = graph_energy(self.hw, costs, np.broadcast_to(t.cycles, (k, n)), rep, pts,
+                                  self.tokens)  # reads the result only (qesim.perf.terms.energy)
         if detail:
             res.costs, res.timed = costs, t
             res.stacked = {"mem_bytes": mb, "mpe": mpe, "steps": steps,

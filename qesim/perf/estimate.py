@@ -44,12 +44,14 @@ class GraphEstimate:
     """
 
     def __init__(self, graph: str, hw: str, stage: str, tokens: int, frequency_hz: float,
-                 ops=None, warnings: Optional[list] = None, columns: Optional[dict] = None):
+                 ops=None, warnings: Optional[list] = None, columns: Optional[dict] = None,
+                 energy: Optional[dict] = None):
         if (ops is None) == (columns is None):
             raise ValueError("GraphEstimate needs exactly one of ops (DataFrame) or columns")
         self.graph, self.hw, self.stage, self.tokens = graph, hw, stage, tokens
         self.frequency_hz = frequency_hz
         self.warnings = list(warnings or [])
+        self.energy = energy  # the ``energy`` object of to_dict (qesim.perf.terms.energy), or None
         self._ops = ops
         if columns is None:
             columns = {c: ops[c].tolist() for c in OP_COLUMNS}
@@ -120,12 +122,17 @@ class GraphEstimate:
                 "mpe_cycles": float(c["mpe_cycles"][i]), "sfu_cycles": float(c["sfu_cycles"][i]),
                 "bound": c["bound"][i], "tile": c["tile"][i],
             })
-        return {
+        d = {
             "graph": self.graph, "hw": self.hw, "stage": self.stage, "tokens": self.tokens,
             "cycles": self.cycles, "latency_s": self.latency_s, "tokens_per_s": self.tokens_per_s,
             "bound": self.bound, "bytes": self.bytes_by_memory, "utilization": self.utilization(),
             "warnings": list(self.warnings), "ops": ops,
         }
+        if self.energy is not None:  # energy per token, power, area, die cost (None = not known)
+            d["energy"] = self.energy
+            for k in ("energy_per_token_j", "avg_power_w", "area_mm2", "cost_usd"):
+                d[k] = self.energy[k]
+        return d
 
     def __repr__(self) -> str:
         return (f"GraphEstimate({self.graph!r} on {self.hw!r}, {self.stage}: {self.latency_s * 1e3:.4g} ms, "
@@ -149,8 +156,13 @@ def estimate_from_result(res: GraphResult, i: int, *, graph_name: str, hw_name: 
         "macs": [int(c.macs) for c in costs], "steps": [int(x) for x in col(st["steps"])],
         "bound": t.bound()[:, i].tolist(), "tile": [x.describe() if x else "" for x in tiles],
     }
+    energy = None
+    if res.energy is not None:
+        from qesim.perf.terms.energy import energy_object
+
+        energy = energy_object(res.energy, i, [c.name for c in costs])
     return GraphEstimate(graph=graph_name, hw=hw_name, stage=stage, tokens=tokens,
-                         frequency_hz=float(res.freq_hz[i]), columns=cols, warnings=res.warnings[i])
+                         frequency_hz=float(res.freq_hz[i]), columns=cols, warnings=res.warnings[i], energy=energy)
 
 
 # ----------------------------------------------------------------------------- memo

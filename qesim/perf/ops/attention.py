@@ -50,13 +50,18 @@ class LoweredAttention(Lowered):
             self.store[am] = self.store.get(am, 0.0) + b * q * H * d * 16 / 8.0
         self.steps = float(max(1, b * Hkv))
         self.hidden, self.db, self.overlaps = sp.compute_hidden, pol.double_buffering, pol.sfu_overlaps_mpe
+        from qesim.perf.terms.actions import attention_actions
+
+        self.actions = attention_actions(batch=b, heads=H, kv_heads=Hkv, head_dim=d, q_len=q, scores=self.scores,
+                                         kv_len=kv, kv_bits=op.kv_bits, act_bits=op.act_bits,
+                                         attention_bits=self.bits)
 
     def cost(self, pts: HwPoints) -> OpCost:
         op = self.op
         mpe = self.macs / pts.rate(self.mode, self.bits, op.act_bits)
         sfu = vector_cycles("softmax", op.batch * op.heads * self.scores, float(op.batch * op.heads * op.q_len), pts)
         return OpCost(self.name, "attention", self.repeat, dict(self.load), dict(self.store), mpe, sfu, self.steps,
-                      self.macs, self.hidden, self.db, self.overlaps)
+                      self.macs, self.hidden, self.db, self.overlaps, actions=dict(self.actions))
 
 
 class _AttentionPart(Lowered):

@@ -47,6 +47,9 @@ class OpCost:
     fixed_cycles: object = 0.0  # cycles added to every call (fixed cost + instruction issue), per point
     floor_cycles: object = 0.0  # minimum cycles of one call, per point
     bpc: Optional[dict] = None  # memory -> achieved bytes/cycle of this op (None: the memory's own)
+    #: action counts per call for the energy terms (qesim.perf.terms.actions): MACs per precision and
+    #: on-chip buffer reads/writes; off-chip bytes and SFU cycles are read from the fields above
+    actions: dict = field(default_factory=dict)
 
     def mem_bytes(self, mem: str):
         """Bytes loaded + stored per call on ``mem``."""

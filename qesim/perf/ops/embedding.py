@@ -19,11 +19,14 @@ class LoweredEmbedding(Lowered):
         self.store = {am: op.tokens * op.hidden * 16 / 8.0} if sp.activations_offchip else {}
         self.steps = float(max(1, min(op.tokens, 64)))  # gathered in per-token chunks
         self.db = hw.policy.double_buffering
+        from qesim.perf.terms.actions import embedding_actions
+
+        self.actions = embedding_actions(tokens=op.tokens, hidden=op.hidden)
 
     def cost(self, pts: HwPoints) -> OpCost:
         z = np.zeros(pts.n)
         return OpCost(self.name, "embedding", self.repeat, dict(self.load), dict(self.store), z, z, self.steps, 0,
-                      False, self.db, True)
+                      False, self.db, True, actions=dict(self.actions))
 
 
 @lowering("embedding")

@@ -173,6 +173,7 @@ class LoweredLinear(Lowered):
             self.dequant = (dq.unit, dequant_ops(weights, groups, fmt.ops_per_weight, fmt.ops_per_group),
                             float(op.in_features) * op.out_features * t.w_bytes_elem)
         self._resident = 0.0
+        self.resident_adapters = pol.adapters_resident
         if op.adapters is not None and pol.adapters_resident:
             _, stored = adapter_params(op.adapters, op.in_features, op.out_features, op.tokens)
             self._resident = stored * op.adapters.adapter_bits / 8.0 * op.repeat
@@ -183,7 +184,8 @@ class LoweredLinear(Lowered):
     def signature(self):
         t = self.terms
         return ("linear", self.spec, t.mode, t.kept, t.w_bytes_elem, t.extra, t.ad_macs, t.o_bytes, self.w_bits, self.a_bits, self.ad_bits, self.wmem, self.amem,
-                self.hidden, self.db, self.overlaps, self.macs, self.dequant)
+                self.hidden, self.db, self.overlaps, self.macs, self.dequant,
+                self.op.out_bits)  # out_bits: energy actions
 
     def plan(self, pts: HwPoints):
         """(PlanArrays, rate, adapter cycles) at every point (memoised for small point sets)."""
@@ -228,7 +230,21 @@ class LoweredLinear(Lowered):
         op = self.op
         return OpCost(self.name, "linear", self.repeat, load, store, mpe, sfu, p.steps.astype(float),
                       self.macs, self.hidden, self.db, self.overlaps, tile_at=p.tile_plan,
-                      shape=(op.tokens, op.out_features, op.in_features))
+                      shape=(op.tokens, op.out_features, op.in_features), actions=self.actions(p))
+
+    def actions(self, p) -> dict:
+        """Energy action counts of one call with the tiling ``p`` (:func:`qesim.perf.terms.actions.linear_actions`)."""
+        from qesim.perf.terms.actions import linear_actions
+
+        op, t = self.op, self.terms
+        ad = op.adapters
+        ad_bytes = (adapter_params(ad, op.in_features, op.out_features, op.tokens)[0] * ad.adapter_bits / 8.0
+                    if ad is not None else 0.0)
+        return linear_actions(
+            M=op.tokens, K=op.in_features, N=op.out_features, kept=t.kept, w_bytes_elem=t.w_bytes_elem,
+            w_bits=op.weight_bits, a_bits=op.act_bits, out_bits=op.out_bits, x_offchip=self.spec.x_offchip,
+            nm=p.nm, nk=p.nk, nn=p.nn, w_bytes=p.w_bytes, x_bytes=p.x_bytes, adapter_bits=self.ad_bits,
+            adapter_macs=t.ad_macs, adapter_param_bytes=ad_bytes, adapters_resident=self.resident_adapters)
 
 
 @lowering("linear")

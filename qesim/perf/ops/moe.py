@@ -122,8 +122,11 @@ class _MvReuse:
             load[m] = load.get(m, 0.0) + b
         for m, b in self.extra_store.items():
             store[m] = store.get(m, 0.0) + b
+        from qesim.perf.terms.actions import mv_reuse_actions
+
+        acts = mv_reuse_actions(c.actions, self.m_e, self.one.op.in_features * self.one.op.act_bits / 8.0)
         return OpCost(c.name, c.kind, 1, load, store, c.mpe_cycles * self.m_e, c.sfu_cycles, c.steps,
-                      c.macs * self.m_e, c.compute_hidden, c.double_buffered, c.sfu_overlaps)
+                      c.macs * self.m_e, c.compute_hidden, c.double_buffered, c.sfu_overlaps, actions=acts)
 
 
 class LoweredMoE(Lowered):
@@ -168,6 +171,9 @@ class LoweredMoE(Lowered):
         store = {m: np.zeros(n) for m in MEMORIES}
         mpe, steps, macs = np.zeros(n), np.zeros(n), 0.0
         notes = []
+        from qesim.perf.terms.actions import merge
+
+        actions: dict = {}
         for low, mult, alt in self.parts:
             c = low.cost(pts)
             if alt is not None:
@@ -183,6 +189,7 @@ class LoweredMoE(Lowered):
             mpe = mpe + arr(c.mpe_cycles, n) * mult
             steps = steps + arr(c.steps, n) * mult
             macs += c.macs * mult
+            merge(actions, c.actions, mult)
         for m, b in self.load_act.items():
             load[m] = load[m] + b
         for m, b in self.store_act.items():
@@ -192,7 +199,7 @@ class LoweredMoE(Lowered):
         store = {m: v for m, v in store.items() if np.any(v > 0)}
         return OpCost(self.name, "moe", self.repeat, load, store, mpe, self.sfu_cycles(pts),
                       np.maximum(1.0, np.ceil(steps)), float(round(macs)), self.hidden, self.db, self.overlaps,
-                      notes=tuple(notes))
+                      notes=tuple(notes), actions=actions)
 
 
 def _select(use: np.ndarray, a: OpCost, b: OpCost, n: int) -> OpCost:
@@ -201,8 +208,11 @@ def _select(use: np.ndarray, a: OpCost, b: OpCost, n: int) -> OpCost:
     mems = set(a.load) | set(b.load) | set(a.store) | set(b.store)
     load = {m: pick(a.load.get(m, 0.0), b.load.get(m, 0.0)) for m in mems}
     store = {m: pick(a.store.get(m, 0.0), b.store.get(m, 0.0)) for m in mems}
+    from qesim.perf.terms.actions import select
+
     return OpCost(b.name, b.kind, 1, load, store, pick(a.mpe_cycles, b.mpe_cycles), pick(a.sfu_cycles, b.sfu_cycles),
-                  pick(a.steps, b.steps), b.macs, b.compute_hidden, b.double_buffered, b.sfu_overlaps)
+                  pick(a.steps, b.steps), b.macs, b.compute_hidden, b.double_buffered, b.sfu_overlaps,
+                  actions=select(use, a.actions, b.actions, n))
 
 
 @lowering("moe")

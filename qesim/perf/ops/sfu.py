@@ -60,11 +60,16 @@ class LoweredSfu(Lowered):
         self.in_mmu = op.func == "quantize" and hw.policy.act_quant_unit == "mmu"
         self.steps = max(1, min(op.rows, 64))
         self.db = hw.policy.double_buffering
+        from qesim.perf.terms.actions import sfu_actions
+
+        self.actions = sfu_actions(func=op.func, rows=op.rows, width=op.width, inputs=op.inputs, in_bits=op.in_bits,
+                                   out_bits=op.out_bits)
 
     def signature(self):
         op = self.op
         return ("sfu", op.func, op.rows, op.width, self.in_mmu, tuple(sorted(self.load.items())),
-                tuple(sorted(self.store.items())), self.steps, self.db)
+                tuple(sorted(self.store.items())), self.steps, self.db,
+                op.inputs, op.in_bits, op.out_bits)  # the last three: energy actions (buffer bytes)
 
     def sfu_cycles(self, pts: HwPoints):
         if self.in_mmu:  # quantization units on the memory path (FlightLLM MMU), not the SFU
@@ -73,7 +78,8 @@ class LoweredSfu(Lowered):
 
     def cost(self, pts: HwPoints) -> OpCost:
         return OpCost(self.name, "sfu", self.repeat, dict(self.load), dict(self.store), np.zeros(pts.n),
-                      self.sfu_cycles(pts), float(self.steps), 0, False, self.db, True, func=self.op.func)
+                      self.sfu_cycles(pts), float(self.steps), 0, False, self.db, True, func=self.op.func,
+                      actions=dict(self.actions))
 
 
 @lowering("sfu")

@@ -15,6 +15,11 @@ here reads a graph or a config object except :func:`op_class`, which names the c
 - :mod:`.collectives` multi-device communication (all-reduce, all-to-all, p2p) and pipeline bubbles
   (issue 13), over ``HardwareConfig.interconnect``.
 
+Energy, area and cost (issue 14), same style: :mod:`.energy` (energy per action x action counts,
+static power x time, per op / pass / token, average power), :mod:`.area` (area per unit, die cost),
+:mod:`.tech` (Stillmaker-Baas node scaling), :mod:`.actions` (action counts per op from the
+schedule) and :mod:`.costing` (ties them to one estimate).
+
 Every default of the config fields is neutral: with them each function returns its input
 unchanged (``x * 1``, ``+ 0``, ``max(0, x)``), so today's numbers are reproduced exactly.
 """
