@@ -10,6 +10,7 @@ plotly draws the roofline and breakdowns. All numbers come from :func:`qesim.exp
 from __future__ import annotations
 
 import math
+import threading
 from pathlib import Path
 from typing import Optional
 
@@ -168,26 +169,32 @@ def build_app(sweep: Optional[str] = None, model: str = "llama2-7b", hw: str = "
             out["frequency_mhz"] = float(f)
         return out
 
+    # Two callbacks on the same inputs: the numbers (small, rendered at once) and the figures + op
+    # table (heavier to draw); both read one memoised evaluation of the knob state.
     outs = [Output("out-latency", "children"), Output("out-latency", "data-value"), Output("out-tps", "children"),
             Output("out-ept", "children"), Output("out-ept", "data-value"), Output("out-power", "children"),
             Output("out-area", "children"), Output("out-cost", "children"), Output("out-bound", "children"),
-            Output("roofline", "figure"), Output("breakdown", "figure"), Output("ops-table", "children"),
             Output("warnings", "children")] + [Output(f"{k}-show", "children") for k in M.KNOBS] + [
             Output(f"{k}-show", "data-value") for k in M.KNOBS]
     ins = [Input(i, "value") for i in ("model", "hw", "setting", "method", "stage", "seq_len", "context_len",
                                        "batch")] + [Input(k, "value") for k in M.KNOBS]
 
-    @app.callback(outs, ins)
-    def _update(model_, hw_, setting, method, stage, seq_len, context_len, batch, *kv):
+    def _state(model_, hw_, setting, method, stage, seq_len, context_len, batch, *kv):
+        """(result, None) or (None, error line) for a knob state (memoised: both callbacks share it)."""
         from qesim.errors import InputError
 
         try:
             w = M.Workload(model=model_, setting=setting, method=method, stage=stage, seq_len=int(seq_len or 1),
                            context_len=int(context_len or 0), batch=int(batch or 1))
-            r = M.evaluate(w, hw_, knobs_of(kv))
+            return _evaluate(w, hw_, tuple(sorted(knobs_of(kv).items()))), None
         except (InputError, ValueError, KeyError) as e:
-            msg = str(e).splitlines()[0]
-            return (["error"] + [no_update] * 11 + [msg]) + [no_update] * (2 * len(M.KNOBS))
+            return None, str(e).splitlines()[0]
+
+    @app.callback(outs, ins)
+    def _numbers(*args):
+        r, err = _state(*args)
+        if r is None:
+            return ["error"] + [no_update] * 8 + [err] + [no_update] * (2 * len(M.KNOBS))
         k = r["knobs"]
         shows = [f"{k['hbm_gbps']:g} GB/s", f"{k['mac_scale']:g}x", _bytes(k["weight_bytes"]), _bytes(k["act_bytes"]),
                  _bytes(k["out_bytes"]), f"{k['frequency_mhz']:g} MHz"]
@@ -196,10 +203,16 @@ def build_app(sweep: Optional[str] = None, model: str = "llama2-7b", hw: str = "
             _fmt(r["latency_s"], "ms", 1e3), repr(r["latency_s"]), _fmt(r["tokens_per_s"], "", 1, 5),
             _fmt(ept, "mJ", 1e3), "" if ept is None else repr(ept),
             _fmt(r["avg_power_w"], "W") + (f" ({r['energy_model']})" if r["energy_model"] != "none" else ""),
-            _fmt(r["area_mm2"], "mm²"), _fmt(r["cost_usd"], "$"), r["bound"],
-            _roofline(r), _breakdown(r), _ops_table(r),
+            _fmt(r["area_mm2"], "mm²"), ("not known" if r["cost_usd"] is None else f"${r['cost_usd']:.4g}"), r["bound"],
             "; ".join(r["warnings"]),
         ] + shows + [repr(k[name]) for name in M.KNOBS]
+
+    @app.callback([Output("roofline", "figure"), Output("breakdown", "figure"), Output("ops-table", "children")], ins)
+    def _figures(*args):
+        r, _ = _state(*args)
+        if r is None:
+            return no_update, no_update, no_update
+        return _roofline(r), _breakdown(r), _ops_table(r)
 
     # ---- sweep tab
     @app.callback(Output("sweep-x", "options"), Output("sweep-y", "options"), Output("sweep-z", "options"),
@@ -254,6 +267,21 @@ def build_app(sweep: Optional[str] = None, model: str = "llama2-7b", hw: str = "
 
 
 _SWEEPS: dict = {}
+_EVALS: dict = {}
+_EVALS_LOCK = threading.Lock()  # the server runs callbacks in threads
+
+
+def _evaluate(w, hw_name: str, knobs: tuple) -> dict:
+    """:func:`qesim.explore.model.evaluate`, memoised per knob state (the two callbacks of one change
+    share it; at most 64 states kept)."""
+    key = (w, hw_name, knobs)
+    with _EVALS_LOCK:  # one evaluation per state even when both callbacks ask at once
+        r = _EVALS.get(key)
+        if r is None:
+            if len(_EVALS) >= 64:
+                _EVALS.pop(next(iter(_EVALS)))
+            r = _EVALS[key] = M.evaluate(w, hw_name, dict(knobs))
+    return r
 
 
 def _read_sweep(path):

@@ -385,9 +385,12 @@ class HardwareConfig(_Strict):
                          "dequantization (neutral by default)")
     interconnect: Optional[Interconnect] = Field(
         None, description="device-to-device links for --devices > 1 (None: single device only)")
-    energy: Energy = Energy()  # qesim.hw.power_area: energy per action / board power
-    area: Area = Area()
-    cost: Cost = Cost()
+    energy: Energy = Field(default_factory=Energy, description="energy per action and static power, or the "
+                           "published board power (qesim.hw.power_area; empty = not known)")
+    area: Area = Field(default_factory=Area, description="area per unit, or the published die area "
+                       "(qesim.hw.power_area; empty = not known)")
+    cost: Cost = Field(default_factory=Cost, description="die cost model (wafer price, yield) or list price "
+                       "(qesim.hw.power_area; empty = not known)")
     sources: dict[str, str] = Field(default_factory=dict, description="free-form provenance notes")
 
     @model_validator(mode="after")
