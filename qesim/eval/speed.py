@@ -62,7 +62,10 @@ def write_speed_report(acc_csv: Path, out_dir: Path, cmd: str) -> list[Path]:
          f"Produced by: `{cmd}` from `{acc_csv}`.", "",
          "Speedup = latency of the W16A16 graph / latency of the method's graph (analytical model), "
          "prefill 1x128 tokens, decode 1 token at context 128. Perplexity: pydoc held-out chunks "
-         "(see accuracy.md). QE routing in these graphs: builder default (uniform expectation).", "",
+         "(see accuracy.md). QE routing in these graphs: builder default (uniform expectation). QE and ASER "
+         "graphs charge their per-linear input scaling (QE's omega, ASER's smoothing: an SFU eltwise_mul and a "
+         "quantize per linear, `docs/quant-deployment.md`); the perplexities are whatever the given accuracy.csv "
+         "holds (its ASER rows may predate ASER's smoothing step: see its own report).", "",
          "| method | setting | ppl | " + " | ".join(f"{h} prefill | {h} decode" for h in HW) + " |",
          "|---|---|---|" + "---|---|" * len(HW)]
     for r in table:
