@@ -40,8 +40,13 @@ tile size, and the padded extent P(t) and the steps nm*nk*nn are the only other 
 4. Among the least-traffic classes, cycles: fixed counts take every tile of (1); a free dimension
    takes, per count, its least-padded tile that fits (the other tiles of the count have the same
    steps and more padding), i.e. every count of the dimension, plus the best tile of the count the
-   buffer cuts into (``_Dim.best_steps``). With compute hidden the cycles of a class are its
-   memory time, so only the fewest steps matter and that one lookup is the whole search.
+   buffer cuts into (``_Dim.best_steps``). The fewest cycles of a free dimension lie on its tiles
+   up to the array width, where the cycles are unimodal in the count (``_sub_cmin``: three rows);
+   the fewest-steps tile within CYCLES_RTOL of them is found by scanning the counts upward from a
+   lower bound (``_sub_winner``). With two free counts (x on chip) one is enumerated: first its
+   running minima of padding (where the fewest cycles are), then its other tiles that a lower
+   bound on the cycles does not rule out (``_may_reach``). With compute hidden the cycles of a
+   class are its memory time, so only the fewest steps matter and one lookup is the whole search.
 Buffers, MAC rates and bandwidths are per point (arrays); the per-dimension tables depend only on
 (d, array width) and are cached.
 
@@ -429,7 +434,12 @@ class _Subs:
     cmin: np.ndarray = None  # fewest cycles of each row (_sub_cmin)
 
 
-def _subs(spec: GemmSpec, tabs: dict, cl: _Classes, pj: np.ndarray, pt: np.ndarray, V: np.ndarray) -> _Subs:
+def _subs(spec: GemmSpec, tabs: dict, cl: _Classes, pj: np.ndarray, pt: np.ndarray, V: np.ndarray,
+          f1_tiles: str = "union", thr=None) -> _Subs:
+    """Candidate rows of class pairs (pj, pt). With two free dimensions, ``f1_tiles`` says which tiles of
+    the enumerated one: "union" (every opt tile), "f1" (the running minima of padding, where the
+    fewest cycles are) or "rest" (the union without those; with ``thr``, only rows that may reach it,
+    :func:`_may_reach`)."""
     dims = ("m", "k", "n")
     size = {"m": spec.M, "k": spec.K, "n": spec.N}
     kinds = dict(zip(dims, cl.kinds))
@@ -451,18 +461,33 @@ def _subs(spec: GemmSpec, tabs: dict, cl: _Classes, pj: np.ndarray, pt: np.ndarr
             tiles[dname], r = t, r[rep]
     free = [d for d in dims if kinds[d] != "fix"]
     buf = {"w": V[pt[r], 0], "a": V[pt[r], 1], "o": V[pt[r], 2]}
+    f1 = prior = None
     if len(free) == 2:  # every tile of opt (all counts) of one free dimension, then the other
-        f1 = min(free, key=lambda f: len(tabs[f].union))
+        pw = {"m": spec.pm, "k": spec.pk, "n": spec.pn}
+        f1 = min(free, key=lambda f: (len(_free_lists(size[f], pw[f], kinds[f] == "gt1")[3]), len(tabs[f].union)))
         u1 = tabs[f1].union
+        if f1_tiles != "union":
+            run = np.isin(u1, _free_lists(size[f1], pw[f1], kinds[f1] == "gt1")[3])
+            u1 = u1[run] if f1_tiles == "f1" else u1[~run]
         u1 = u1[u1 <= _free_cap(kinds[f1], size[f1])]
-        rep, t = expand(np.broadcast_to(u1, (len(r), len(u1))))
         (g,) = [d for d in dims if kinds[d] == "fix"]
         c, bk = {frozenset("kn"): (cw, "w"), frozenset("mk"): (ca, "a"), frozenset("mn"): (co, "o")}[
             frozenset((f1, g))]
-        keep = _need(t * tiles[g][rep], c, db) <= buf[bk][rep]
+        tg = tiles[g][:, None]  # (rows, 1) x (u1,): fits with the fixed tile, and may reach thr
+        keep = _need(u1[None, :] * tg, c, db) <= buf[bk][:, None]
+        if thr is not None:
+            (f2,) = [f for f in free if f != f1]
+            rows = pt[r]
+            mem = _mem_cycles(spec, cl.w[pj[r]], cl.x[pj[r]], V[rows, 5], V[rows, 6])
+            keep &= _may_reach(spec, tabs, f2, kinds[f2] == "gt1", tabs[g].P[tg] * tabs[f1].P[u1][None, :],
+                               (tabs[g].n[tg] * tabs[f1].n[u1][None, :]).astype(float), mem[:, None],
+                               V[rows, 3][:, None], V[rows, 4][:, None], thr[rows][:, None])
+        rep, col = np.nonzero(keep)
+        t = u1[col]
+        keep = slice(None)
         rep, t = rep[keep], t[keep]
         tiles = {k: v[rep] for k, v in tiles.items()}
-        tiles[f1], r = t, r[rep]
+        tiles[f1], r, prior = t, r[rep], rep
         buf = {k: v[rep] for k, v in buf.items()}
         free = [f for f in free if f != f1]
     (f,) = free
@@ -479,6 +504,9 @@ def _subs(spec: GemmSpec, tabs: dict, cl: _Classes, pj: np.ndarray, pt: np.ndarr
         ok = _need(tm * tk, ca, db) <= buf["a"]
     T = np.where(ok, T, 0)
     keep = T >= 1
+    if f1 is not None:  # same count of f1 and the same room T for f: only the least-padded tile of f1
+        n1 = tabs[f1].n[tiles[f1]]
+        keep[:-1] &= ~((prior[1:] == prior[:-1]) & (n1[1:] == n1[:-1]) & (T[1:] == T[:-1]))
     r, T = r[keep], T[keep]
     tiles = {k: v[keep] for k, v in tiles.items()}
     P = [tabs[d].P[tiles[d]] for d in dims if d != f]
@@ -594,6 +622,29 @@ def _sub_winner(spec: GemmSpec, tabs: dict, sb: _Subs, V: np.ndarray, thr: np.nd
             *(np.concatenate(v) if v else np.zeros(0) for v in (t_out, p_out, s_out)))
 
 
+def _may_reach(spec: GemmSpec, tabs: dict, f: str, gt1: bool, Pfix, Sfix, mem, mpc, ec, th) -> np.ndarray:
+    """Rows that may reach ``thr`` cycles for some tile of the free dimension ``f``.
+
+    A tile of count n pads to at least n * p, so compute c >= A n (A = Pfix p / mpc) with steps
+    S = Sfix n, and c >= c_lo = Pfix * Pmin / mpc + e. With memory time m and alpha = A / Sfix, the
+    pipeline cycles max(m, c) + min(m, c) / S are >= m + alpha where c <= m, and where c > m they are
+    (c - m) + m / S + m >= (c - m) + alpha m / c + m, which is >= m + alpha when m >= alpha (else use
+    S <= Sfix * d: >= m + min(alpha, m / (Sfix d))); and always >= max(m, c_lo). Not double-buffered:
+    m + c_lo. Kept with a margin (1e-9) for rounding."""
+    d = tabs[f]
+    p = {"m": spec.pm, "k": spec.pk, "n": spec.pn}[f]
+    _, best, _, _ = _free_lists(d.d, p, gt1)
+    c_lo = Pfix * d.P[best].min() / mpc + ec
+    if spec.double_buffered:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            alpha = Pfix * p / (mpc * Sfix)
+            step = np.where(mem >= alpha, alpha, np.minimum(alpha, mem / (Sfix * d.d)))
+        lb = np.maximum(mem + np.nan_to_num(step, nan=0.0), np.maximum(mem, c_lo))
+    else:
+        lb = mem + c_lo
+    return lb * (1 - 1e-9) <= th
+
+
 def _solve_chunk(spec: GemmSpec, tabs: dict, V: np.ndarray, B: np.ndarray, binv: np.ndarray):
     """Plans of the points V (rows: w_buf, a_buf, o_buf, mpc, extra_cycles, w_bpc, a_bpc) whose
     buffer tuples are rows ``binv`` of B."""
@@ -602,18 +653,29 @@ def _solve_chunk(spec: GemmSpec, tabs: dict, V: np.ndarray, B: np.ndarray, binv:
     by_u = np.argsort(binv, kind="stable")  # points of each buffer tuple
     ucount = np.bincount(binv, minlength=len(B))
     ustart = np.r_[0, np.cumsum(ucount)[:-1]]
-    subs = []
+    subs, later = [], []
     pcmin = np.full(n, np.inf)
     for cl in classes:
         rep = ucount[cl.u]
         pj = np.repeat(np.arange(len(cl.u)), rep)
         off = np.arange(len(pj)) - np.repeat(np.cumsum(rep) - rep, rep)
-        sb = _subs(spec, tabs, cl, pj, by_u[ustart[cl.u][pj] + off], V)
+        pt = by_u[ustart[cl.u][pj] + off]
+        two = sum(k != "fix" for k in cl.kinds) == 2 and not spec.compute_hidden
+        # two free counts: the fewest cycles lie on the running minima of padding of the enumerated
+        # one ("f1" rows); its other tiles can only tie them and are added once the threshold is known
+        sb = _subs(spec, tabs, cl, pj, pt, V, "f1" if two else "union")
+        if two:
+            later.append((cl, pj, pt))
         if len(sb.pt):
             sb.cmin = _sub_cmin(spec, tabs, sb, V)
             np.minimum.at(pcmin, sb.pt, sb.cmin)
             subs.append(sb)
     thr = pcmin * (1 + CYCLES_RTOL)
+    for cl, pj, pt in later:
+        sb = _subs(spec, tabs, cl, pj, pt, V, "rest", thr)
+        if len(sb.pt):
+            sb.cmin = _sub_cmin(spec, tabs, sb, V)
+            subs.append(sb)
     win = []
     for sb in subs:
         rows, tf, padded, steps = _sub_winner(spec, tabs, sb, V, thr)
@@ -644,7 +706,7 @@ def _tables(spec: GemmSpec) -> dict:
 def _cells_per_point(spec: GemmSpec, tabs: dict) -> int:
     """A rough estimate of cells per point (least-traffic search and candidate rows; for chunking)."""
     C = min(len(tabs["m"].counts), len(tabs["n"].counts))
-    U = 1 if spec.x_offchip else max(len(t.union) for t in tabs.values())  # two free dimensions
+    U = 1 if spec.x_offchip else 64  # two free dimensions: rows of the enumerated one (bounded)
     return C + 16 * U
 
 
