@@ -139,6 +139,8 @@ def parse_yaml(path: str | Path, what: str = "YAML file") -> Any:
 
     p = Path(path)
     text = read_text(p, what)
+    if _max_brackets(text) > MAX_NESTING:  # flow-style nesting: refuse before the parser recurses
+        raise InputError(f"{p}: nested deeper than {MAX_NESTING} levels of lists/mappings")
     try:
         data = yaml.load(text, Loader=yaml_loader())  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
