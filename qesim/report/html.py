@@ -30,7 +30,7 @@ h1{font-size:1.6em}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-to
 .tbl{overflow-x:auto;max-width:100%;max-height:32em;overflow-y:auto;margin:.6em 0 1em;border:1px solid #eee}
 table{border-collapse:collapse;font-size:.82em;margin:0}
 thead th{position:sticky;top:0}
-th,td{border:1px solid #ccc;padding:.2em .5em;text-align:right}th{background:#f3f3f3}
+th,td{border:1px solid #ccc;padding:.2em .5em;text-align:right;white-space:nowrap}th{background:#f3f3f3}
 td:first-child,th:first-child{text-align:left}
 img{max-width:100%;border:1px solid #eee;margin:.5em 0}
 .note{color:#555;font-size:.9em}.skip{color:#a15c00;background:#fff6e5;padding:.4em .6em;border-left:3px solid #e0a000}
