@@ -156,6 +156,7 @@ class Estimate:
     def __init__(self, graph, hw, engine: str, raw, baseline=None, from_graph: bool = False):
         self.graph, self.hw, self.engine, self.raw, self.baseline = graph, hw, engine, raw, baseline
         self.from_graph = from_graph
+        self._footprint = None
         self._dict: Optional[dict] = None
 
     # --- totals -------------------------------------------------------------------------
@@ -191,7 +192,24 @@ class Estimate:
 
     @property
     def warnings(self) -> list:
-        return list(self.raw.warnings)
+        """The engine's warnings, plus 'does not fit in memory ...' when the footprint exceeds a capacity."""
+        w = self.footprint.warning()
+        return list(self.raw.warnings) + ([w] if w else [])
+
+    @property
+    def footprint(self):
+        """Resident bytes per memory (weights, embeddings, adapters, KV cache, activations) against
+        the capacities: a :class:`qesim.perf.footprint.Footprint` (``.bytes``, ``.fits``, ...)."""
+        if self._footprint is None:
+            from qesim.perf.footprint import footprint
+
+            self._footprint = footprint(self.graph, self.hw)
+        return self._footprint
+
+    @property
+    def fits(self) -> bool:
+        """Whether the footprint fits every memory's capacity."""
+        return self.footprint.fits
 
     @property
     def fp16_latency_s(self) -> Optional[float]:
@@ -234,6 +252,8 @@ class Estimate:
         from qesim.graph.vision import annotate_components
 
         annotate_components(d, g, self.hw.frequency_hz)  # component per op; VLM request: image/text tokens, parts
+        d.update(self.footprint.to_dict())  # footprint_bytes per memory, capacity_bytes, fits
+        d["warnings"] = self.warnings
         if not self.from_graph:  # W16A16 is its own baseline: speedup 1.0
             d["fp16_latency_s"] = self.fp16_latency_s
             d["speedup_vs_fp16"] = self.speedup_vs_fp16
@@ -257,6 +277,7 @@ class Estimate:
         sp = self.speedup_vs_fp16
         if sp is not None and g.setting != "W16A16":
             rows.append(("speedup vs fp16", f"{sp:.3f}x"))
+        rows.append(("memory", ("fits: " if self.fits else "DOES NOT FIT: ") + self.footprint.describe()))
         return rows
 
     def __repr__(self) -> str:
@@ -264,7 +285,8 @@ class Estimate:
         sp = self.speedup_vs_fp16
         tail = f", speedup_vs_fp16={sp:.3f}" if sp is not None and g.setting != "W16A16" else ""
         return (f"<qesim.Estimate {g.model} {g.stage} {g.setting}/{g.method} on {self.hw.name} [{self.engine}]: "
-                f"latency_s={self.latency_s:.4g}, tokens_per_s={self.tokens_per_s:.4g}, bound={self.bound}{tail}>")
+                f"latency_s={self.latency_s:.4g}, tokens_per_s={self.tokens_per_s:.4g}, bound={self.bound}{tail}, "
+                f"fits={self.fits}>")
 
     def _repr_html_(self) -> str:
         esc = html.escape
@@ -283,7 +305,7 @@ class Estimate:
 # ----------------------------------------------------------------------------- estimate
 def estimate(model: Any, hw: Any = "qe-paper-npu", *, setting: str = "W16A16", method: str = "none",
              stage: str = "prefill", seq_len: int = 128, context_len: Optional[int] = None, batch: int = 1,
-             engine: str = "analytical", **workload) -> Estimate:
+             engine: str = "analytical", strict: bool = False, **workload) -> Estimate:
     """Latency, cycles, bytes, bound and fp16 speedup of one pass of ``model`` on ``hw``.
 
     Args:
@@ -299,6 +321,8 @@ def estimate(model: Any, hw: Any = "qe-paper-npu", *, setting: str = "W16A16", m
         stage: ``prefill`` or ``decode``; ``seq_len`` prefill tokens per sequence; ``context_len``
             tokens already cached (None: 0 for prefill, 512 for decode); ``batch`` sequences.
         engine: a name from :func:`qesim.perf.engines.engine_names` (``analytical``, ``cycle``).
+        strict: raise :class:`InputError` when the footprint does not fit the memories (default:
+            the result carries ``fits=False`` and a warning).
         workload: any other graph-builder argument: ``density`` (number or ``NAME=D,...``),
             ``group_size``, ``kv_bits``, ``adapter_defaults``, ``linear_overrides``.
 
@@ -329,7 +353,10 @@ def estimate(model: Any, hw: Any = "qe-paper-npu", *, setting: str = "W16A16", m
     base = None
     if not from_graph and graph.setting != "W16A16":
         base = _run_engine(build_graph(model, **fp16_baseline({**kw, **workload})), cfg, engine)
-    return Estimate(graph, cfg, engine, raw, base, from_graph=from_graph)
+    est = Estimate(graph, cfg, engine, raw, base, from_graph=from_graph)
+    if strict and not est.fits:
+        raise InputError(f"{graph.model} on {cfg.name}: {est.footprint.warning()}")
+    return est
 
 
 # ----------------------------------------------------------------------------- sweeps, presets

@@ -62,6 +62,9 @@ def test_main_commands_from_another_directory(venv):
     d = json.loads(_run([q, "estimate", "--model", "llama3-8b", "--hw", "flightllm-u280", "--stage", "decode",
                          "--json"], cwd=work).stdout)
     assert d["model"] == "meta-llama/Meta-Llama-3-8B" and d["latency_s"] > 0
+    big = json.loads(_run([q, "estimate", "--model", "qwen2vl-72b", "--hw", "flightllm-u280", "--stage", "decode",
+                           "--json"], cwd=work).stdout)
+    assert big["fits"] is False and big["footprint_bytes"]["hbm"] > 8 * 2**30
     py = _run([str(env_dir / "bin" / "python"), "-c",
                "import qesim, json; r = qesim.estimate('qwen2vl-2b', 'flightllm-u280', setting='W4A8'); "
                "print(json.dumps([r.latency_s, qesim.presets()['sweeps']]))"], cwd=work).stdout

@@ -107,6 +107,8 @@ def register(sub) -> None:
 
     p.add_argument("--engine", choices=engine_names(), default="analytical")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 2 when the model's footprint does not fit the memories (default: a warning)")
     from qesim.commands.devices import add_device_args
 
     add_device_args(p)
@@ -138,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
 
     if devices.requested(args):   # several devices over the config's interconnect (qesim.perf.multidevice)
         return devices.run_devices(args, _workload(args))
-    est = estimate(args.model, args.hw, engine=args.engine, **_workload(args))
+    est = estimate(args.model, args.hw, engine=args.engine, strict=args.strict, **_workload(args))
     d = est.to_dict()
     hw, graph = est.hw, est.graph
     from qesim.safeio import dumps_finite, require_finite
@@ -162,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {c:<9} {v['latency_s'] * 1e3:10.3f} ms  {_fmt_bytes(v['bytes']):>11}  bound: {v['bound']}")
     print(_energy_line(d["energy"]))
     print("off-chip bytes: " + ", ".join(f"{m} {_fmt_bytes(v)}" for m, v in d["bytes"].items() if v))
+    print(("memory: fits: " if d["fits"] else "memory: DOES NOT FIT: ") + est.footprint.describe())
     print("utilisation: " + ", ".join(f"{k} {v * 100:.1f}%" for k, v in d["utilization"].items() if v))
     for w in d["warnings"]:
         print(f"warning: {w}")

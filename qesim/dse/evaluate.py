@@ -10,7 +10,9 @@ of the same workload on the same config, over this point's latency), ``baseline_
 ``util_ddr`` (busy cycles / pass cycles), ``sram_bytes`` (weight + activation + output + adapter
 buffers), ``mpe_macs_per_cycle`` (the fastest matrix-matrix MAC rate: the MPE size),
 ``energy_per_token_j``, ``avg_power_w``, ``area_mm2``, ``cost_usd`` (:mod:`qesim.perf.terms.energy`;
-NaN where the config does not know them).
+NaN where the config does not know them),
+``footprint_hbm_bytes``/``footprint_ddr_bytes`` (resident bytes, :mod:`qesim.perf.footprint`) and
+``fits`` (every memory holds them; Pareto fronts skip points that do not fit).
 """
 
 from __future__ import annotations
@@ -27,9 +29,14 @@ from qesim.dse.space import PSEUDO_AXES, WORKLOAD_FIELDS, Space, apply_updates, 
 
 OUTPUT_COLUMNS = ["hw", "cycles", "latency_s", "tokens_per_s", "bound", "speedup", "baseline_latency_s",
                   "hbm_bytes", "ddr_bytes", "util_mpe", "util_sfu", "util_hbm", "util_ddr", "sram_bytes",
-                  "mpe_macs_per_cycle", "energy_per_token_j", "avg_power_w", "area_mm2", "cost_usd"]
+                  "mpe_macs_per_cycle", "energy_per_token_j", "avg_power_w", "area_mm2", "cost_usd",
+                  "footprint_hbm_bytes", "footprint_ddr_bytes", "fits"]
 ENERGY_COLUMNS = {"energy_per_token_j": "per_token_j", "avg_power_w": "avg_power_w", "area_mm2": "area_mm2",
                   "cost_usd": "cost_usd"}  # column -> GraphEnergy field
+
+
+def _dtype(c: str):
+    return object if c in ("hw", "bound") else bool if c == "fits" else float
 
 
 def _graph(w: dict):
@@ -61,6 +68,7 @@ class Evaluator:
         self._hw: dict = {}
         self._compiled: dict = {}
         self._base_cache: dict = {}
+        self._footprints: dict = {}
 
     # ---------------------------------------------------------------- caches
     def graph(self, w: dict):
@@ -110,7 +118,7 @@ class Evaluator:
         if exact:
             return pd.DataFrame([dict(r, **self.exact_row(r)) for r in pts.to_dict("records")])[
                 list(pts.columns) + OUTPUT_COLUMNS]
-        out = {c: np.empty(len(pts), dtype=object if c in ("hw", "bound") else float) for c in OUTPUT_COLUMNS}
+        out = {c: np.empty(len(pts), dtype=_dtype(c)) for c in OUTPUT_COLUMNS}
         cols = {c: pts[c].to_numpy() for c in ["point_id"] + self.space.hw_paths}
         for wkey, idx in pts.groupby(list(WORKLOAD_FIELDS), sort=False, dropna=False).indices.items():
             w = {k: _native(v) for k, v in zip(WORKLOAD_FIELDS, wkey)}
@@ -125,7 +133,7 @@ class Evaluator:
         workload ``w``; ``cols``: ``point_id`` and one array per hardware axis. No DataFrame
         (the sweep runner's interface, see /work/coord/SWEEP_NEEDS.md)."""
         n = len(cols["point_id"])
-        out = {c: np.empty(n, dtype=object if c in ("hw", "bound") else float) for c in OUTPUT_COLUMNS}
+        out = {c: np.empty(n, dtype=_dtype(c)) for c in OUTPUT_COLUMNS}
         for skey, sel in self._struct_groups(cols, n):
             rows = cols if len(sel) == n else {c: v[sel] for c, v in cols.items()}
             sel = slice(None) if len(sel) == n else sel
@@ -150,7 +158,21 @@ class Evaluator:
             for col, f in ENERGY_COLUMNS.items():
                 v = getattr(res.energy, f) if res.energy is not None else None
                 out[col][sel] = np.nan if v is None else v
+            fp = self.footprint(skey, w)
+            out["footprint_hbm_bytes"][sel], out["footprint_ddr_bytes"][sel] = fp.bytes["hbm"], fp.bytes.get("ddr", 0.0)
+            out["fits"][sel] = fp.fits
         return out
+
+    def footprint(self, skey: tuple, w: dict):
+        """Resident bytes of workload ``w`` on structural config ``skey`` (capacities and placement
+        are structural, so one footprint holds for the whole group)."""
+        from qesim.perf.footprint import footprint
+
+        key = (skey, tuple(w[k] for k in WORKLOAD_FIELDS))
+        fp = self._footprints.get(key)
+        if fp is None:
+            fp = self._footprints[key] = footprint(self.graph(w), self.struct_hw(skey))
+        return fp
 
     def _struct_groups(self, cols: dict, n: int) -> list:
         """(structural key, point indices) per distinct combination of structural axis values,
@@ -221,13 +243,17 @@ class Evaluator:
         u = est.utilization()
         by = est.bytes_by_memory
         b = hw.buffers
+        from qesim.perf.footprint import footprint
+
+        fp = footprint(self.graph(w), hw)
         return dict(hw=self.space.base.name, cycles=est.cycles, latency_s=est.latency_s, tokens_per_s=est.tokens_per_s,
                     bound=est.bound, speedup=base.cycles / est.cycles, baseline_latency_s=base.latency_s,
                     hbm_bytes=by["hbm"], ddr_bytes=by["ddr"], util_mpe=u["mpe"], util_sfu=u["sfu"],
                     util_hbm=u["hbm"], util_ddr=u["ddr"],
                     sram_bytes=float(b.weight_bytes + b.act_bytes + b.out_bytes + b.adapter_bytes),
                     mpe_macs_per_cycle=float(max(r.macs_per_cycle for r in hw.mpe.mm)),
-                    **{c: (np.nan if (est.energy or {}).get(c) is None else est.energy[c]) for c in ENERGY_COLUMNS})
+                    **{c: (np.nan if (est.energy or {}).get(c) is None else est.energy[c]) for c in ENERGY_COLUMNS},
+                    footprint_hbm_bytes=fp.bytes["hbm"], footprint_ddr_bytes=fp.bytes.get("ddr", 0.0), fits=fp.fits)
 
 
 _EVALUATORS: dict = {}

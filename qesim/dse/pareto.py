@@ -46,12 +46,15 @@ def pareto_front(df, objectives: Mapping[str, str], by: Optional[Sequence[str]] 
     """Rows of ``df`` (a DataFrame) on the Pareto front of ``objectives`` (column -> 'min' | 'max').
 
     ``by``: compute one front per group (e.g. per workload); the result keeps ``df``'s order.
+    Rows with ``fits`` False (the footprint overflows a memory) are never on a front.
     """
     for c, d in objectives.items():
         if c not in df.columns:
             raise KeyError(f"objective column {c!r} not in the table")
         if d not in ("min", "max"):
             raise ValueError(f"objective {c!r}: direction must be 'min' or 'max' (got {d!r})")
+    if "fits" in df.columns:
+        df = df[df["fits"].to_numpy(dtype=bool)]
     if df.empty:
         return df.copy()
     vals = np.column_stack([df[c].to_numpy(dtype=float) * (1.0 if d == "min" else -1.0)

@@ -45,7 +45,7 @@ from typing import Mapping, Optional
 
 import numpy as np
 
-from qesim.dse.evaluate import OUTPUT_COLUMNS, evaluator_for
+from qesim.dse.evaluate import OUTPUT_COLUMNS, _dtype, evaluator_for
 from qesim.dse.space import WORKLOAD_FIELDS, Space, space_from_spec
 from qesim.errors import InputError
 
@@ -167,15 +167,14 @@ def eval_chunk_arrays(space: Space, lo: int, hi: int, exact: bool = False, seeds
         cols = _inputs(space, a, b)
         if exact:
             rows = [ev.exact_row(dict(w, **{c: v[i] for c, v in cols.items()})) for i in range(b - a)]
-            res = {c: np.array([r[c] for r in rows], dtype=object if c in ("hw", "bound") else float)
-                   for c in OUTPUT_COLUMNS}
+            res = {c: np.array([r[c] for r in rows], dtype=_dtype(c)) for c in OUTPUT_COLUMNS}
         else:
             res = ev.evaluate_block(w, cols)
         parts.append(res)
     out = {}
     for c in OUTPUT_COLUMNS:
         v = parts[0][c] if len(parts) == 1 else np.concatenate([p[c] for p in parts])
-        out[c] = _encode(v) if v.dtype == object else np.asarray(v, dtype=float)
+        out[c] = _encode(v) if v.dtype == object else np.asarray(v, dtype=_dtype(c))
     return out
 
 
@@ -513,6 +512,10 @@ class _Stream:
         lo = int(table.column("point_id")[0].as_py())
         for wi, a, b in _blocks(self.space, lo, lo + table.num_rows):
             block = table.slice(a - lo, b - a)
+            if "fits" in block.column_names:  # a point whose footprint overflows a memory is no design
+                block = block.filter(block.column("fits"))
+                if block.num_rows == 0:
+                    continue
             vals = np.column_stack([_np(block.column(c)) * (1.0 if d == "min" else -1.0)
                                     for c, d in self.objectives.items()])
             keep = np.flatnonzero(pareto_mask(vals))
