@@ -64,8 +64,12 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _split(s: str) -> list[str]:
-    return [x.strip() for x in s.split(",") if x.strip()]
+def _split(s: str, what: str = "list") -> list[str]:
+    """A comma-separated list; an empty list or an empty entry (``rtn,,qe``) is an error, not skipped."""
+    items = [x.strip() for x in str(s).split(",")]
+    if not any(items) or not all(items):
+        raise InputError(f"--{what}: {s!r} has an empty entry (a comma-separated list, e.g. rtn,lqer,qe)")
+    return items
 
 
 ACCURACY_COLUMNS = ("model", "method", "setting", "metric", "value")
@@ -105,7 +109,7 @@ def run(args) -> int:
         print("wrote " + ", ".join(map(str, paths)), file=sys.stderr)
         return 0
     if args.merge:
-        for src in _split(args.merge):
+        for src in _split(args.merge, "merge"):
             check_accuracy_csv(Path(src), "--merge")
         check_out_dir(args.out)
         return _merge(args)
@@ -117,11 +121,11 @@ def run(args) -> int:
     from qesim.quant.methods import ALL_METHODS
     from qesim.quant.primitives import parse_setting
 
-    methods = _split(args.methods)
+    methods = _split(args.methods, "methods")
     bad = [m for m in methods if m not in ALL_METHODS]
     if bad:
         raise InputError(f"--methods: unknown {', '.join(bad)}; choose from {', '.join(ALL_METHODS)}")
-    settings = _split(args.settings)
+    settings = _split(args.settings, "settings")
     for s in settings + [args.ablation_setting]:
         try:
             parse_setting(s)
@@ -258,7 +262,7 @@ def _ablation_seeds(args) -> int:
 def _merge(args) -> int:
     from qesim.eval.runner import RunConfig, RunResult
 
-    srcs = [Path(x) for x in _split(args.merge)]
+    srcs = [Path(x) for x in _split(args.merge, "merge")]
     seen, rows, notes = set(), [], []
     order_m, order_s = [], []
     for src in srcs:

@@ -149,15 +149,36 @@ class MPE(_Strict):
     mv_max_rows: Int = Field(1, ge=1, le=2**31, description="M at or below which MV mode is used",
                              json_schema_extra=_unit("rows"))
     sparsity: Sparsity = Field(Sparsity(), description="N:M structured sparsity support")
+    fallback: Optional[Literal["slowest"]] = Field(
+        None, description="what a precision pair that no mm/mv entry covers runs at: null (default) = an error "
+        "naming the pair and the entries; 'slowest' = the slowest entry of the mode (an explicit assumption)")
+
+    def covering(self, mode: Literal["mm", "mv"], w_bits: int, a_bits: int) -> Optional[list[int]]:
+        """Indices of the ``mode`` entries whose operand widths cover ``w_bits`` x ``a_bits``; None
+        means ``fallback: slowest`` applies. No covering entry and no fallback is an error naming
+        the pair and the entries that exist (the one rule, used by :meth:`rate` and the cost model's
+        per-point rates)."""
+        from qesim.errors import InputError
+
+        table = self.mm if mode == "mm" else self.mv
+        ok = [i for i, r in enumerate(table) if r.w_bits >= w_bits and r.a_bits >= a_bits]
+        if ok:
+            return ok
+        if self.fallback == "slowest":
+            return None
+        have = ", ".join(f"W{r.w_bits}A{r.a_bits} ({r.macs_per_cycle:g} MAC/cycle)" for r in table)
+        raise InputError(f"mpe.{mode} has no MAC-rate entry covering W{w_bits}A{a_bits} (entries: {have}); add a "
+                         f"{{w_bits: {w_bits}, a_bits: {a_bits}, macs_per_cycle: ...}} entry, or set mpe.fallback: "
+                         "slowest to run it at the slowest entry")
 
     def rate(self, mode: Literal["mm", "mv"], w_bits: int, a_bits: int) -> float:
         """MAC/cycle for a ``w_bits`` x ``a_bits`` product: the fastest entry whose operand
-        widths cover both; falls back to the widest entry (slowest) if none covers them."""
+        widths cover both (see :meth:`covering`: no such entry is an error unless ``fallback``)."""
         table = self.mm if mode == "mm" else self.mv
-        ok = [r.macs_per_cycle for r in table if r.w_bits >= w_bits and r.a_bits >= a_bits]
-        if ok:
-            return max(ok)
-        return min(r.macs_per_cycle for r in table)
+        ok = self.covering(mode, w_bits, a_bits)
+        if ok is None:
+            return min(r.macs_per_cycle for r in table)
+        return max(table[i].macs_per_cycle for i in ok)
 
 
 def _cycles(desc: str):

@@ -105,13 +105,14 @@ class HwPoints:
 
     def rate(self, mode: str, w_bits: int, a_bits: int) -> np.ndarray:
         """MAC/cycle per point for a ``w_bits`` x ``a_bits`` product in ``mode``: the fastest
-        entry whose operand widths cover both, else the slowest entry (``MPE.rate``)."""
+        entry whose operand widths cover both (``MPE.covering``: none is an error unless the
+        config sets ``mpe.fallback: slowest``, then the slowest entry)."""
         key = (mode, w_bits, a_bits)
         r = self._rate_cache.get(key)
         if r is None:
             R, bits = self._rates[mode]
-            ok = [i for i, (wb, ab) in enumerate(bits) if wb >= w_bits and ab >= a_bits]
-            r = R[:, ok].max(axis=1) if ok else R.min(axis=1)
+            ok = self.rep.mpe.covering(mode, w_bits, a_bits)
+            r = R[:, ok].max(axis=1) if ok is not None else R.min(axis=1)
             self._rate_cache[key] = r
         return r
 
