@@ -118,11 +118,11 @@ def run(args) -> int:
         return _pareto(args)
     if args.ablation_seeds:
         return _ablation_seeds(args)
-    from qesim.quant.methods import ALL_METHODS
+    from qesim.quant.methods import ALL_METHODS, is_method
     from qesim.quant.primitives import parse_setting
 
     methods = _split(args.methods, "methods")
-    bad = [m for m in methods if m not in ALL_METHODS]
+    bad = [m for m in methods if not is_method(m)]  # built-in or an installed plug-in quantizer
     if bad:
         raise InputError(f"--methods: unknown {', '.join(bad)}; choose from {', '.join(ALL_METHODS)}")
     settings = _split(args.settings, "settings")

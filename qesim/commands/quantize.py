@@ -45,10 +45,10 @@ def run(args) -> int:
     from qesim.safeio import check_out_file
 
     check_out_file(args.export, "--export")  # before quantizing, not after
-    from qesim.quant.methods import ALL_METHODS
+    from qesim.quant.methods import ALL_METHODS, is_method
     from qesim.quant.primitives import parse_setting
 
-    if args.method not in ALL_METHODS + ["fp"]:
+    if args.method != "fp" and not is_method(args.method):  # built-in or an installed plug-in
         raise InputError(f"--method: unknown {args.method!r}; choose from {', '.join(ALL_METHODS + ['fp'])}")
     try:
         st = parse_setting(args.setting)

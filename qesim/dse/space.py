@@ -370,7 +370,7 @@ def _resolve_model(v: str, src: str):
 def _workloads(raw: dict, src: str) -> list[dict]:
     from qesim.graph.builders import build_graph
     from qesim.graph.presets import get_spec
-    from qesim.graph.settings import METHODS, parse_setting
+    from qesim.graph.settings import METHODS, is_method, parse_setting
 
     wl = raw.get("workload") or {}
     if not isinstance(wl, dict):
@@ -406,7 +406,7 @@ def _workloads(raw: dict, src: str) -> list[dict]:
             except InputError as e:
                 raise _fail(src, where, str(e)) from None
         elif k == "method":
-            if str(v).lower() not in METHODS:
+            if not is_method(str(v)):  # built-in or an installed plug-in quantizer
                 raise _fail(src, where, f"unknown method {v!r}; known: {', '.join(METHODS)}")
         elif k == "stage":
             if v not in ("prefill", "decode"):

@@ -159,7 +159,22 @@ def method_adapters(method: str, defaults: AdapterDefaults = AdapterDefaults()) 
             router=True,
             adapter_bits=defaults.adapter_bits,
         )
-    raise InputError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+    from qesim.quant.plugins import find, names  # plug-in quantizers (entry points; no torch)
+
+    q = find(m) if m.strip() else None
+    if q is not None:
+        return q.graph_adapters(defaults)
+    plug = f"; installed plug-ins: {', '.join(names())}" if names() else ""
+    raise InputError(f"unknown method {method!r}; known: {', '.join(METHODS)}{plug}")
+
+
+def is_method(method: str) -> bool:
+    """A built-in method name or an installed plug-in quantizer (``qesim.quant.plugins``)."""
+    try:
+        method_adapters(str(method))
+    except InputError:
+        return False
+    return True
 
 
 def linear_fields(setting: QuantSetting) -> dict:

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from qesim.quant.calib import Calibration
-from qesim.quant.methods import ALL_METHODS, NEEDS_CALLS, BlockContext, get_method
+from qesim.quant.methods import ALL_METHODS, BlockContext, get_method, is_method, needs_calls
 from qesim.quant.model_utils import get_arch, run_block, set_submodule
 from qesim.quant.primitives import QuantSetting, parse_setting
 
@@ -79,7 +79,7 @@ def _quantize_model(model: nn.Module, method: str, setting: QuantSetting | str, 
                     **opts: Any) -> tuple[nn.Module, dict]:
     if isinstance(setting, str):
         setting = parse_setting(setting)
-    if method not in ALL_METHODS:
+    if not is_method(method):  # built-in or a plug-in quantizer (qesim.quant.plugins)
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(ALL_METHODS)}")
     if method == "qe":
         from qesim.quant.methods.qe_method import available
@@ -103,13 +103,13 @@ def _quantize_model(model: nn.Module, method: str, setting: QuantSetting | str, 
         calls = {}
         if sequential:
             _, X, calls = run_block(block, inputs, capture=linears,
-                                    capture_calls=_inspect_modules(arch, i, block) if method in NEEDS_CALLS else None,
+                                    capture_calls=_inspect_modules(arch, i, block) if needs_calls(method) else None,
                                     max_call_batches=awq_batches)
             batch_tokens = [int(bb.tokens.sum()) for bb in inputs]
         else:
             X = calib.linear_inputs(i, block, linears)
             batch_tokens = calib.batch_tokens
-            if method in NEEDS_CALLS:
+            if needs_calls(method):
                 _, _, calls = run_block(block, inputs[:awq_batches], capture_calls=_inspect_modules(arch, i, block),
                                         max_call_batches=awq_batches)
         calls = _limit_calls(calls, opts.get("awq_seqs"))

@@ -54,10 +54,32 @@ class BlockContext:
 
 
 def get_method(name: str) -> Callable[[BlockContext], dict[str, nn.Module]]:
+    """``quantize_block`` of a built-in method or of an installed plug-in (``qesim.quant.plugins``)."""
     if name not in METHOD_MODULES:
-        raise KeyError(name)
+        from qesim.quant.plugins import find
+
+        q = find(name)
+        if q is None:
+            raise KeyError(name)
+        return q.quantize_block
     mod = importlib.import_module(f"qesim.quant.methods.{METHOD_MODULES[name]}")
     return mod.quantize_block
+
+
+def is_method(name: str) -> bool:
+    """A built-in method (``ALL_METHODS``) or an installed plug-in quantizer."""
+    from qesim.quant.plugins import find
+
+    return name in METHOD_MODULES or find(name) is not None
+
+
+def needs_calls(name: str) -> bool:
+    """Whether the method wants the inputs of the block's sub-modules (AWQ; plug-ins that say so)."""
+    if name in METHOD_MODULES:
+        return name in NEEDS_CALLS
+    from qesim.quant.plugins import get
+
+    return get(name).needs_calls
 
 
 def fold_scale(ctx: BlockContext, group: ScaleGroup, s: torch.Tensor) -> None:
