@@ -106,3 +106,38 @@ def test_accuracy_and_quantize_export_run_the_plugin(installed, tmp_path, capsys
     capsys.readouterr()
     assert main(["estimate", "--model", str(g), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["method"] == "tinyq"
+
+
+def test_export_from_a_plain_module_with_a_shape_map():
+    torch = pytest.importorskip("torch")
+    import torch.nn as nn
+
+    from qesim.graph.presets import ModelSpec
+    from qesim.quant.export import export_graph
+    from qesim.quant.qlinear import QuantLinear
+
+    class Block(nn.Module):
+        def __init__(self, d, f, rank):
+            super().__init__()
+            self.wq, self.wk, self.wv, self.wo = (nn.Linear(d, d, bias=False) for _ in range(4))
+            self.w1, self.w3 = nn.Linear(d, f, bias=False), nn.Linear(d, f, bias=False)
+            self.w2 = QuantLinear(torch.zeros(d, f), None, 8, A=torch.zeros(f, rank), B=torch.zeros(rank, d))
+
+    class Net(nn.Module):  # no .config, names qesim does not know
+        def __init__(self):
+            super().__init__()
+            self.blocks = nn.ModuleList(Block(64, 128, 6) for _ in range(2))
+
+    spec = ModelSpec(name="toy", hidden=64, intermediate=128, layers=2, heads=4, kv_heads=4, head_dim=16, vocab=100)
+    shape_map = {"blocks.*.wq": "layer.q_proj", "blocks.*.wk": "layer.k_proj", "blocks.*.wv": "layer.v_proj",
+                 "blocks.*.wo": "layer.o_proj", "blocks.*.w1": "layer.gate_proj", "blocks.*.w3": "layer.up_proj",
+                 "blocks.*.w2": "layer.down_proj"}
+    with pytest.raises(qesim.InputError, match="spec="):
+        export_graph(Net(), method="rtn", setting="W4A8", name="toy")
+    g = export_graph(Net(), method="lqer", setting="W4A8", name="toy", spec=spec, linear_map=shape_map)
+    ops = {o.name: o for o in g.ops}
+    assert ops["layer.down_proj"].adapters.shared_rank == 6 and ops["layer.q_proj"].adapters is None
+    assert ops["layer.q_proj"].in_features == 64 and ops["layer.down_proj"].repeat == 2
+    assert qesim.estimate(g, "flightllm-u280").latency_s > 0
+    with pytest.raises(qesim.InputError, match="matches no module"):
+        export_graph(Net(), method="rtn", setting="W4A8", name="toy", spec=spec, linear_map={"nope.*": "layer.q_proj"})

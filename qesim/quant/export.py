@@ -34,19 +34,60 @@ def _is_qe(m: nn.Module) -> bool:
     return hasattr(m, "routing_counts") and hasattr(m, "adapter_spec")
 
 
-def has_input_scaling(model: nn.Module) -> bool:
+def mapped_linears(model: nn.Module, linear_map: Optional[dict[str, str]] = None) -> list[tuple[str, nn.Module]]:
+    """(graph op name, module) of every decoder linear of ``model``, in module order.
+
+    ``linear_map``: module-name patterns (``fnmatch``, as in ``model.named_modules()``, e.g.
+    ``'blocks.*.attn.wq'``) -> graph op names (``'layer.q_proj'``), for a plain ``nn.Module``
+    whose names qesim does not know. Without it: the supported HF architectures by their layout
+    (``get_arch``), else any module whose HF-style name :func:`qesim.graph.builders.graph_op_name`
+    recognises."""
+    from fnmatch import fnmatchcase
+
+    from qesim.graph.builders import graph_op_name
+
+    if linear_map:
+        out = []
+        for mname, mod in model.named_modules():
+            for pat, op in linear_map.items():
+                if fnmatchcase(mname, pat):
+                    out.append((op, mod))
+                    break
+        if not out:
+            from qesim.errors import InputError
+
+            raise InputError(f"linear_map matches no module of {type(model).__name__} (patterns: "
+                             f"{', '.join(linear_map)}; module names look like "
+                             f"{', '.join(n for n, _ in list(model.named_modules())[1:4])})")
+        return out
+    try:
+        arch = get_arch(model)
+    except ValueError:
+        out = []
+        for mname, mod in model.named_modules():
+            op = graph_op_name(mname) if mname else None
+            if op is not None and op != "lm_head" and hasattr(mod, "weight"):
+                out.append((op, mod))
+        return out
+    out = []
+    for i in range(arch.num_blocks):
+        for path in arch.linear_paths.values():
+            op = graph_op_name(f"layers.{i}.{path}")
+            if op is not None:
+                out.append((op, arch.blocks[i].get_submodule(path)))
+    return out
+
+
+def has_input_scaling(model: nn.Module, linear_map: Optional[dict[str, str]] = None) -> bool:
     """Whether any decoder linear divides its input by a per-channel vector at run time (QE's
     ``omega`` != 1, ASER's smoothing, an unfoldable ``in_scale``): the exported graph then charges
     a per-linear ``eltwise_mul`` + ``quantize`` (see ``build_graph(input_scaling=...)``)."""
-    arch = get_arch(model)
-    for i in range(arch.num_blocks):
-        for path in arch.linear_paths.values():
-            mod = arch.blocks[i].get_submodule(path)
-            om = getattr(mod, "omega", None)
-            if om is None:
-                om = getattr(mod, "in_scale", None)
-            if om is not None and bool((om != 1).any()):
-                return True
+    for _, mod in mapped_linears(model, linear_map):
+        om = getattr(mod, "omega", None)
+        if om is None:
+            om = getattr(mod, "in_scale", None)
+        if om is not None and bool((om != 1).any()):
+            return True
     return False
 
 
@@ -56,27 +97,20 @@ def reset_routing(model: nn.Module) -> None:
             m.reset_routing_counts()
 
 
-def collect_adapters(model: nn.Module, batch_tokens: int = 128) -> tuple[dict[str, dict], dict[str, list]]:
+def collect_adapters(model: nn.Module, batch_tokens: int = 128,
+                     linear_map: Optional[dict[str, str]] = None) -> tuple[dict[str, dict], dict[str, list]]:
     """Per graph op: aggregated LowRankAdapters fields (or {} when the op has no adapters), and
-    the per-layer detail."""
-    from qesim.graph.builders import graph_op_name
-
-    arch = get_arch(model)
+    the per-layer detail (``linear_map``: see :func:`mapped_linears`)."""
     per_op: dict[str, list] = {}
-    for i in range(arch.num_blocks):
-        for short, path in arch.linear_paths.items():
-            mod = arch.blocks[i].get_submodule(path)
-            op = graph_op_name(f"layers.{i}.{path}")
-            if op is None:
-                continue
-            if _is_qe(mod):
-                spec = mod.adapter_spec(batch_tokens)
-            elif getattr(mod, "A", None) is not None and mod.A.shape[1] > 0:
-                spec = {"shared_rank": int(mod.A.shape[1]), "routed_experts": 0, "routed_rank": 0, "router": False,
-                        "adapter_bits": 16}
-            else:
-                spec = None
-            per_op.setdefault(op, []).append(spec)
+    for op, mod in mapped_linears(model, linear_map):
+        if _is_qe(mod):
+            spec = mod.adapter_spec(batch_tokens)
+        elif getattr(mod, "A", None) is not None and mod.A.shape[1] > 0:
+            spec = {"shared_rank": int(mod.A.shape[1]), "routed_experts": 0, "routed_rank": 0, "router": False,
+                    "adapter_bits": 16}
+        else:
+            spec = None
+        per_op.setdefault(op, []).append(spec)
     agg: dict[str, dict] = {}
     for op, specs in per_op.items():
         if all(s is None for s in specs):
@@ -97,14 +131,27 @@ def collect_adapters(model: nn.Module, batch_tokens: int = 128) -> tuple[dict[st
 
 def export_graph(model: nn.Module, *, method: str, setting: str, name: str, stage: str = "prefill",
                  seq_len: int = 128, context_len: int = 0, batch: int = 1, batch_tokens: int = 128,
-                 meta: Optional[dict[str, Any]] = None):
-    """Build the LayerGraph of ``model`` (quantized by ``method`` at ``setting``)."""
-    from qesim.graph.builders import build_graph
-    from qesim.graph.presets import spec_from_hf_config
+                 meta: Optional[dict[str, Any]] = None, spec: Any = None,
+                 linear_map: Optional[dict[str, str]] = None):
+    """Build the LayerGraph of ``model`` (quantized by ``method`` at ``setting``).
 
-    spec = spec_from_hf_config(model.config, name=name)
-    agg, per_op = collect_adapters(model, batch_tokens)
-    scaling = has_input_scaling(model)
+    Shapes come from ``spec`` (a ModelSpec, a preset name, an HF config mapping or config.json
+    path: the shape map of a plain ``nn.Module``), else from ``model.config`` (HF-style models).
+    ``linear_map`` names the module that is each graph linear (see :func:`mapped_linears`)."""
+    from qesim.graph.builders import build_graph
+    from qesim.graph.presets import get_spec, spec_from_hf_config
+
+    if spec is not None:
+        spec = get_spec(spec)
+    elif getattr(model, "config", None) is not None:
+        spec = spec_from_hf_config(model.config, name=name)
+    else:
+        from qesim.errors import InputError
+
+        raise InputError(f"{type(model).__name__} has no HF .config: pass spec= (a ModelSpec, preset name or HF "
+                         "config mapping with its shapes) and, if its module names are not HF-style, linear_map=")
+    agg, per_op = collect_adapters(model, batch_tokens, linear_map)
+    scaling = has_input_scaling(model, linear_map)
     gm = GRAPH_METHOD.get(method, method)
     overrides = {op: {"adapters": fields} if fields else {"adapters": None} for op, fields in agg.items()}
     if setting.upper() == "W16A16":
