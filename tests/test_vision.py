@@ -246,3 +246,33 @@ def test_api_estimate_takes_images_and_keeps_them_in_the_baseline():
     assert d["fp16_latency_s"] == pytest.approx(fp16)      # the baseline is the same request at fp16
     with pytest.raises(InputError):
         qesim.estimate("qwen2vl-2b", images=1, image_size="huge")
+
+
+def test_sweep_axes_images_image_size_quantize():
+    import numpy as np
+
+    from qesim.dse.evaluate import evaluate_space
+    from qesim.dse.space import space_from_dict
+
+    sp = space_from_dict({"space": {
+        "base": "flightllm-u280", "sampling": "grid",
+        "hw": {"hbm.bandwidth_gbps": [230, 460]},
+        "workload": {"model": "qwen2vl-2b", "setting": "W4A6", "method": "qe", "seq_len": 32,
+                     "images": [0, 1], "image_size": ["448x448", "896x448"], "quantize": ["L", "L,V,M"]},
+    }}, "test")
+    df = evaluate_space(sp)
+    assert len(df) == 2 * 2 * 2 * 2 and np.isfinite(df.latency_s).all()
+    exact = evaluate_space(sp, exact=True)
+    assert np.allclose(df.sort_values("point_id").latency_s, exact.sort_values("point_id").latency_s, rtol=1e-9)
+    one = df[(df["hbm.bandwidth_gbps"] == 460) & (df.quantize == "L")]
+    t0 = one[one.images == 0].latency_s.iloc[0]
+    big = one[(one.images == 1) & (one.image_size == "896x448")].latency_s.iloc[0]
+    small = one[(one.images == 1) & (one.image_size == "448x448")].latency_s.iloc[0]
+    assert t0 < small < big
+    # the same point through qesim.estimate
+    import qesim
+
+    ref = qesim.estimate("qwen2vl-2b", "flightllm-u280", setting="W4A6", method="qe", seq_len=32, images=1,
+                         image_size="448x448")
+    assert small == pytest.approx(ref.latency_s, rel=1e-9)
+    assert set(df[df.images == 1].quantize) == {"L", "L,V,M"}

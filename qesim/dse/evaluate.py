@@ -40,11 +40,9 @@ def _dtype(c: str):
 
 
 def _graph(w: dict):
-    from qesim.graph.builders import build_graph
+    from qesim.graph.vision import workload_graph  # text-only, or a whole VLM request (images / quantize axes)
 
-    return build_graph(w["model"], stage=w["stage"], seq_len=int(w["seq_len"]), context_len=int(w["context_len"]),
-                       batch=int(w["batch"]), setting=w["setting"], method=w["method"], density=float(w["density"]),
-                       group_size=int(w.get("group_size", 0)) or None)
+    return workload_graph({**w, "density": float(w["density"])})
 
 
 def _baseline(w: dict) -> dict:

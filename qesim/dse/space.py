@@ -59,9 +59,13 @@ from qesim.errors import InputError, format_validation_error
 from qesim.hw.config import HardwareConfig
 from qesim.perf.points import is_point_field
 
-WORKLOAD_FIELDS = ("model", "setting", "method", "stage", "seq_len", "context_len", "batch", "density", "group_size")
+WORKLOAD_FIELDS = ("model", "setting", "method", "stage", "seq_len", "context_len", "batch", "density", "group_size",
+                   "images", "image_size", "quantize")
+#: images / image_size / quantize: a whole VLM request (qesim.graph.vision; images per sequence, WxH px,
+#: quantized parts L,V,M); images 0 + quantize L = the text-only graph
 WORKLOAD_DEFAULTS = dict(model="qwen2vl-7b", setting="W16A16", method="none", stage="prefill", seq_len=128,
-                         context_len=0, batch=1, density=1.0, group_size=0)
+                         context_len=0, batch=1, density=1.0, group_size=0, images=0, image_size="448x448",
+                         quantize="L")
 PSEUDO_AXES = ("scale.macs", "scale.buffers")
 #: values of one hardware axis, and points of a whole space, at most (a grid beyond them is refused
 #: before anything is enumerated; the robust helper's bound, issue 12)
@@ -368,9 +372,9 @@ def _resolve_model(v: str, src: str):
 
 
 def _workloads(raw: dict, src: str) -> list[dict]:
-    from qesim.graph.builders import build_graph
     from qesim.graph.presets import get_spec
     from qesim.graph.settings import METHODS, is_method, parse_setting
+    from qesim.graph.vision import parse_image_size, parse_quantize, workload_graph
 
     wl = raw.get("workload") or {}
     if not isinstance(wl, dict):
@@ -424,6 +428,16 @@ def _workloads(raw: dict, src: str) -> list[dict]:
             if isinstance(v, bool) or not isinstance(v, int) or v < -1:
                 raise _fail(src, where, f"must be an integer >= 1, -1 (per channel) or 0 (the setting's default) "
                             f"(got {v!r})")
+        elif k == "images":
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise _fail(src, where, f"must be an integer >= 0 (got {v!r})")
+        elif k in ("image_size", "quantize"):
+            from qesim.graph.vision import parse_image_size, parse_quantize
+
+            try:
+                (parse_image_size if k == "image_size" else parse_quantize)(str(v))
+            except InputError as e:
+                raise _fail(src, where, str(e)) from None
 
     for k, vs in axes.items():
         for v in vs:
@@ -440,6 +454,8 @@ def _workloads(raw: dict, src: str) -> list[dict]:
             w["setting"] = parse_setting(str(w["setting"])).name
             w["method"] = str(w["method"]).lower()
             w["density"] = float(w["density"])
+            w["quantize"] = ",".join(p for p in "LVM" if p in parse_quantize(str(w["quantize"])))
+            w["image_size"] = "x".join(map(str, parse_image_size(str(w["image_size"]))))
             if w["setting"] == "W16A16":
                 w["method"] = "none"  # nothing is quantized, so no adapter is attached (build_graph)
             if w["stage"] == "decode":
@@ -450,9 +466,7 @@ def _workloads(raw: dict, src: str) -> list[dict]:
                 out.append(w)
     for w in out:  # every combination must build (e.g. decode on an encoder fails here)
         try:
-            build_graph(w["model"], stage=w["stage"], seq_len=w["seq_len"], context_len=w["context_len"],
-                        batch=w["batch"], setting=w["setting"], method=w["method"], density=w["density"],
-                        group_size=w["group_size"] or None)
+            workload_graph(w)
         except InputError as e:
             raise _fail(src, "space.workload", f"{ {k: w[k] for k in WORKLOAD_FIELDS} }: {e}") from None
     return out

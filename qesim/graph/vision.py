@@ -490,6 +490,24 @@ def build_vlm_graph(
         setting=qs.name, method=method.lower(), ops=ops, meta=meta)
 
 
+def workload_graph(w: dict) -> LayerGraph:
+    """The graph of one sweep workload (``qesim.dse.space.WORKLOAD_FIELDS``): a whole VLM request when
+    ``images`` > 0 or ``quantize`` is not ``L``, else the text-only :func:`qesim.graph.builders.build_graph`."""
+    from qesim.graph.builders import build_graph
+
+    images = int(w.get("images") or 0)
+    quantize = w.get("quantize") or "L"
+    if images or parse_quantize(quantize) != frozenset("L"):
+        return build_vlm_graph(w["model"], stage=w["stage"], images=images,
+                               image_size=parse_image_size(w.get("image_size") or "448x448"),
+                               text_tokens=int(w["seq_len"]), context_len=int(w["context_len"]), batch=int(w["batch"]),
+                               setting=w["setting"], method=w["method"], quantize=quantize, density=w["density"],
+                               group_size=int(w.get("group_size") or 0) or None)
+    return build_graph(w["model"], stage=w["stage"], seq_len=int(w["seq_len"]), context_len=int(w["context_len"]),
+                       batch=int(w["batch"]), setting=w["setting"], method=w["method"], density=w["density"],
+                       group_size=int(w.get("group_size") or 0) or None)
+
+
 # --- per-component totals --------------------------------------------------------------------
 def annotate_components(d: dict, graph: LayerGraph, frequency_hz: float) -> dict:
     """Add to an estimate's ``--json`` dict (in place): ``component`` on every op record and, for a
