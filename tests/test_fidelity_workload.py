@@ -97,3 +97,50 @@ def test_sweep_workload_group_size():
     with pytest.raises(InputError, match="group_size"):
         space_from_dict({"space": {"base": "nvidia-a100-80gb", "hw": {"hbm.bandwidth_gbps": [1555]},
                                    "workload": {"model": "llama2-7b", "group_size": -5}}})
+
+
+SWEEP_DENSITY = """\
+space:
+  name: density-axis
+  base: nvidia-a100-80gb
+  hw:
+    hbm.bandwidth_gbps: [1555, 2039]
+  workload:
+    model: llama2-7b
+    setting: W8A8
+    stage: decode
+    context_len: 64
+    density: [1.0, 0.5, "q_proj=0.5,k_proj=0.5", {q_proj: 0.5, k_proj: 0.5}]
+"""
+
+
+def test_sweep_density_per_linear_axis(tmp_path):
+    """A per-linear density is a sweep workload value (string or mapping, the same workload); the
+    sweep's latency equals the estimate of the same graph; validate accepts exactly this file."""
+    pytest.importorskip("pyarrow")
+    from qesim.cli import main
+    from qesim.dse.runner import read_sweep
+    from qesim.dse.space import load_space
+    from qesim.hw.loader import load_hw
+    from qesim.perf.estimate import estimate_graph
+
+    f = tmp_path / "space.yaml"
+    f.write_text(SWEEP_DENSITY)
+    sp = load_space(f)
+    assert [w["density"] for w in sp.workloads] == [1.0, 0.5, "q_proj=0.5,k_proj=0.5"]  # mapping = string
+    assert main(["validate", str(f)]) == 0
+    out = tmp_path / "out"
+    assert main(["sweep", str(f), "--out", str(out), "--quiet"]) == 0
+    df = read_sweep(out)
+    assert sorted(set(df.density)) == ["0.5", "1", "q_proj=0.5,k_proj=0.5"]
+    hw = load_hw("nvidia-a100-80gb").with_updates({"hbm.bandwidth_gbps": 2039.0})
+    row = df[(df.density == "q_proj=0.5,k_proj=0.5") & (df["hbm.bandwidth_gbps"] == 2039)]
+    g = build_graph("llama2-7b", stage="decode", context_len=64, setting="W8A8", density="q_proj=0.5,k_proj=0.5")
+    est = estimate_graph(g, hw)
+    assert float(row.latency_s.iloc[0]) == pytest.approx(est.latency_s, rel=1e-9)
+    dense = df[(df.density == "1") & (df["hbm.bandwidth_gbps"] == 2039)]
+    assert float(row.latency_s.iloc[0]) < float(dense.latency_s.iloc[0])  # q/k sparsity saves weight traffic
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(SWEEP_DENSITY.replace('"q_proj=0.5,k_proj=0.5"', '"q_prj=0.5"'))
+    assert main(["validate", str(bad)]) == 2
+    assert main(["sweep", str(bad), "--out", str(tmp_path / "bad"), "--quiet"]) == 2

@@ -42,7 +42,7 @@ def _dtype(c: str):
 def _graph(w: dict):
     from qesim.graph.vision import workload_graph  # text-only, or a whole VLM request (images / quantize axes)
 
-    return workload_graph({**w, "density": float(w["density"])})
+    return workload_graph(w)  # density: a float, or a per-linear string (dse.space.density_value)
 
 
 def _baseline(w: dict) -> dict:

@@ -302,8 +302,9 @@ def chunk_table(space: Space, lo: int, hi: int, res: Mapping):
     names, arrays = ["point_id"], [_arr(pid)]
     for k, vals in _workload_columns(space).items():
         names.append(k)
-        if k in _STR_WORKLOAD:
-            arrays.append(_str_array(wl, [str(v) for v in vals]))
+        if k in _STR_WORKLOAD or (k == "density" and any(isinstance(v, str) for v in vals)):
+            # a per-linear density ("q_proj=0.7,k_proj=0.7") makes the column strings (numbers as %g)
+            arrays.append(_str_array(wl, [v if isinstance(v, str) else f"{v:g}" for v in vals]))
         else:
             arrays.append(_arr(np.asarray(vals, dtype=float if k == "density" else np.int64)[wl]))
     hw = hw_columns(space)

@@ -23,7 +23,7 @@ File format (top-level key ``space``, or ``sweep`` as an alias)::
         seq_len: 128
         context_len: 0
         batch: 1
-        density: 1.0
+        density: 1.0               # every linear; or per linear: "q_proj=0.7,k_proj=0.7" (or a mapping)
         group_size: 0              # weights per quantization group; 0 = the setting's default, -1 = per channel
       scenarios:                   # optional list of workload overrides, crossed with the above
         - {stage: prefill, seq_len: 128}
@@ -73,6 +73,15 @@ MAX_AXIS_VALUES = 10_000
 MAX_POINTS = 10**8
 _SPACE_KEYS = ("name", "base", "sampling", "samples", "seed", "chunk_size", "hw", "workload", "scenarios",
                "description")
+
+def density_value(v) -> "float | str":
+    """A workload's density as the sweep records it: a number (every linear) stays a float; a
+    per-linear density (``"q_proj=0.7,k_proj=0.7"`` or a mapping) becomes that canonical string,
+    which :func:`qesim.graph.settings.parse_density` reads back (the graph builders accept both)."""
+    from qesim.graph.settings import density_label, parse_density
+
+    return density_label(parse_density(v))
+
 
 def is_vector_field(path: str) -> bool:
     """True for the hardware fields that are per-point numbers of the cost model (no re-lowering:
@@ -373,7 +382,7 @@ def _resolve_model(v: str, src: str):
 
 def _workloads(raw: dict, src: str) -> list[dict]:
     from qesim.graph.presets import get_spec
-    from qesim.graph.settings import METHODS, is_method, parse_setting
+    from qesim.graph.settings import METHODS, is_method, parse_density, parse_setting
     from qesim.graph.vision import parse_image_size, parse_quantize, workload_graph
 
     wl = raw.get("workload") or {}
@@ -421,9 +430,13 @@ def _workloads(raw: dict, src: str) -> list[dict]:
         elif k == "context_len":
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise _fail(src, where, f"must be an integer >= 0 (got {v!r})")
-        elif k == "density":
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
-                raise _fail(src, where, f"must be a number in (0, 1] (got {v!r})")
+        elif k == "density":  # a number (every linear) or per linear: "q_proj=0.7,k_proj=0.7" / a mapping
+            if isinstance(v, bool) or not isinstance(v, (int, float, str, dict)):
+                raise _fail(src, where, f"must be a number in (0, 1] or NAME=D[,NAME=D...] (got {v!r})")
+            try:
+                parse_density(v)
+            except InputError as e:
+                raise _fail(src, where, str(e)) from None
         elif k == "group_size":
             if isinstance(v, bool) or not isinstance(v, int) or v < -1:
                 raise _fail(src, where, f"must be an integer >= 1, -1 (per channel) or 0 (the setting's default) "
@@ -453,7 +466,7 @@ def _workloads(raw: dict, src: str) -> list[dict]:
             w = dict(zip(names, combo))
             w["setting"] = parse_setting(str(w["setting"])).name
             w["method"] = str(w["method"]).lower()
-            w["density"] = float(w["density"])
+            w["density"] = density_value(w["density"])
             w["quantize"] = ",".join(p for p in "LVM" if p in parse_quantize(str(w["quantize"])))
             w["image_size"] = "x".join(map(str, parse_image_size(str(w["image_size"]))))
             if w["setting"] == "W16A16":
