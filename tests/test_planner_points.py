@@ -146,3 +146,55 @@ def test_issue_cases_reach_the_known_optimum(hw_name, M, K, N, better):
     assert tiling_fits(prob, ref) and tiling_fits(prob, plan)
     flip = P.TilePlan(ref.mode, ref.tm, ref.tk, ref.tn, "n_outer", ref.nm, ref.nk, ref.nn)
     assert sum(traffic(prob, plan)) <= min(sum(traffic(prob, ref)), sum(traffic(prob, flip)))
+
+
+line_points = st.tuples(st.sampled_from([[64.0], [64.0, 400.0], [40.0, 900.0, 3000.0]]),  # buffer sizes drawn from
+                        st.floats(1.0, 2000.0), st.floats(0.25, 64.0), st.sampled_from([0.0, 7.5]),
+                        st.integers(0, 2**31))
+
+
+@settings(max_examples=60, deadline=None)
+@given(specs, line_points)
+def test_plans_inferred_along_rho_equal_the_exact_search(spec, lp):
+    """The plans along lines of rho (samples planned exactly, the rest inferred where neighbouring
+    samples agree; the samples persist across calls) are the exact search's, point by point, over
+    many points with few buffer tuples and continuous rates and bandwidths."""
+    bufs, mpc, bpc, ec, seed = lp
+    rng = np.random.default_rng(seed)
+    n = 300
+    b = np.asarray(bufs)
+    arr = dict(w_buf=rng.choice(b, n), a_buf=rng.choice(b, n) * 2, o_buf=rng.choice(b, n) * 4,
+               macs_per_cycle=mpc * np.exp(rng.uniform(-3, 3, n)), extra_cycles=ec * rng.choice([1.0, 0.5], n),
+               w_bpc=bpc * np.exp(rng.uniform(-3, 3, n)), a_bpc=bpc * np.exp(rng.uniform(-2, 2, n)))
+    exact = plan_points(spec, **arr, infer=False)
+    for _ in range(2):  # the second call answers mostly from the samples of the first
+        got = plan_points(spec, **arr, infer=True)
+        for f in ("tm", "tk", "tn", "order", "fits"):
+            np.testing.assert_array_equal(getattr(got, f), getattr(exact, f), err_msg=f)
+    one = plan_points(spec, **{k: v[:1] for k, v in arr.items()}, infer=True)  # n = 1 from the samples
+    assert one.describe(0) == exact.describe(0)
+
+
+def test_plans_inferred_on_a_sweep_like_grid_equal_the_exact_search(monkeypatch):
+    """Realistic GEMMs on A100-like points (bandwidth 500..5000 GB/s, MAC scale 0.25..4, 4 x 4 buffer
+    sizes): the same plans, with most points inferred rather than searched."""
+    searched = []
+    real = P._plan_exact
+    monkeypatch.setattr(P, "_plan_exact", lambda spec, tabs, V, inv: searched.append(len(V)) or real(spec, tabs, V, inv))
+    rng = np.random.default_rng(11)
+    n = 4000
+    mib = float(1 << 20)
+    for M, K, N, wb in ((1024, 4096, 11008, 2.0), (1024, 11008, 4096, 0.5625), (1, 4096, 32000, 2.0)):
+        spec = GemmSpec(M=M, K=K, N=N, w_bytes_per_elem=wb, a_bytes_per_elem=2.0, o_bytes_total=M * N * 2.0,
+                        x_offchip=True, extra_bytes=0.0, double_buffered=True, pm=16 if M > 1 else 1, pk=16, pn=16,
+                        compute_hidden=False, same_memory=True, mode="mm" if M > 1 else "mv")
+        bpc = np.exp(rng.uniform(np.log(500e9), np.log(5000e9), n)) * 0.85 / 1.41e9
+        arr = dict(w_buf=rng.choice([4, 8, 16, 32], n) * mib, a_buf=rng.choice([4, 8, 16, 32], n) * mib,
+                   o_buf=8 * mib, macs_per_cycle=110_000.0 * np.exp(rng.uniform(np.log(0.25), np.log(4), n)),
+                   extra_cycles=0.0, w_bpc=bpc, a_bpc=bpc)
+        exact = plan_points(spec, **arr, infer=False)
+        searched.clear()
+        got = plan_points(spec, **arr, infer=True)
+        assert sum(searched) < n / 4, (M, K, N, searched)
+        for f in ("tm", "tk", "tn", "order", "fits"):
+            np.testing.assert_array_equal(getattr(got, f), getattr(exact, f), err_msg=f"{(M, K, N)} {f}")

@@ -169,7 +169,13 @@ class CompiledGraph:
         t = time_ops(mb, bpc, mpe, stack([c.sfu_cycles for c in costs]), steps, flag("compute_hidden"),
                      flag("double_buffered"), flag("sfu_overlaps"), bounds=detail,
                      fixed=stack([c.fixed_cycles for c in costs]), floor=stack([c.floor_cycles for c in costs]))
-        tot = lambda x: rep @ np.broadcast_to(x, (k, n))  # noqa: E731  (sum over ops x repeat)
+        def tot(x):
+            """Sum over ops x repeat of a (k, n) or (k, 1) array -> (n,). einsum, not matmul: BLAS threads
+            on a busy machine cost 10x (measured), and matmul on a broadcast view copies."""
+            x = np.asarray(x, dtype=float)
+            if x.ndim == 2 and x.shape[1] == n:
+                return np.einsum("k,kn->n", rep, x)
+            return np.full(n, float(np.einsum("k,k->", rep, np.broadcast_to(x, (k, 1)).reshape(k))))
         busy = {"compute": tot(t.mpe_busy), "sfu": tot(t.sfu)}
         for m in MEMORIES:
             busy[m] = tot(t.mem_cycles[m])

@@ -710,54 +710,283 @@ def _cells_per_point(spec: GemmSpec, tabs: dict) -> int:
     return C + 16 * U
 
 
-_BUFGROUPS: list = []  # [(w, a, o arrays, (uniq, inv))]: the same buffer arrays recur for every GEMM of a graph
+_BUFGROUPS: list = []  # [(w, a, o arrays, groups)]: the same buffer arrays recur for every GEMM of a graph
 
 
 def _buffer_groups(w_raw, a_raw, o_raw, wb, ab, ob):
-    """(distinct (w, a, o) buffer tuples, index of each point's tuple); memoised on the identity of
-    the caller's arrays (the same HwPoints buffers for every GEMM of a graph)."""
+    """(distinct (w, a, o) buffer tuples B, index of each point's tuple, points sorted by tuple,
+    start of each tuple's points in that order (len(B) + 1)); memoised on the identity of the
+    caller's arrays (the same HwPoints buffers for every GEMM of a graph)."""
     for w, a, o, res in _BUFGROUPS:
         if w is w_raw and a is a_raw and o is o_raw:
             return res
+    n = len(wb)
     if wb.min() == wb.max() and ab.min() == ab.max() and ob.min() == ob.max():
-        res = (np.array([[wb[0], ab[0], ob[0]]]), np.zeros(len(wb), dtype=np.int64))
+        res = (np.array([[wb[0], ab[0], ob[0]]]), np.zeros(n, dtype=np.int64), np.arange(n), np.array([0, n]))
     else:
-        uniq, inv = np.unique(np.stack([wb, ab, ob], axis=1), axis=0, return_inverse=True)
-        res = (uniq, inv.reshape(-1))
-    _BUFGROUPS.insert(0, (w_raw, a_raw, o_raw, res))
-    del _BUFGROUPS[8:]
+        codes, vals = [], []
+        for c in (wb, ab, ob):  # 1-D uniques combined into one integer key (np.unique(axis=0) is slow)
+            v, i = np.unique(c, return_inverse=True)
+            vals.append(v)
+            codes.append(i.reshape(-1).astype(np.int64))
+        key = (codes[0] * len(vals[1]) + codes[1]) * len(vals[2]) + codes[2]
+        ukey, inv = np.unique(key, return_inverse=True)
+        inv = inv.reshape(-1)
+        io = ukey % len(vals[2])
+        ia = (ukey // len(vals[2])) % len(vals[1])
+        iw = ukey // (len(vals[2]) * len(vals[1]))
+        uniq = np.stack([vals[0][iw], vals[1][ia], vals[2][io]], axis=1)
+        by_u = np.argsort(inv, kind="stable")
+        ustart = np.r_[0, np.cumsum(np.bincount(inv, minlength=len(uniq)))]
+        res = (uniq, inv, by_u, ustart)
+    if np.ndim(w_raw) or np.ndim(a_raw) or np.ndim(o_raw):  # arrays: memoise by identity
+        _BUFGROUPS.insert(0, (w_raw, a_raw, o_raw, res))
+        del _BUFGROUPS[8:]
     return res
 
 
-def plan_points(spec: GemmSpec, *, w_buf, a_buf, o_buf, macs_per_cycle, extra_cycles, w_bpc, a_bpc) -> PlanArrays:
+def _arrays(w_buf, a_buf, o_buf, macs_per_cycle, extra_cycles, w_bpc, a_bpc):
+    cols = [np.asarray(v, dtype=float) for v in (w_buf, a_buf, o_buf, macs_per_cycle, extra_cycles, w_bpc, a_bpc)]
+    shape = np.broadcast_shapes(*(c.shape for c in cols))
+    if len(shape) > 1:
+        raise ValueError(f"plan_points: per-point arrays must be 1-D, got shape {shape}")
+    n = shape[0] if shape else 1
+    return n, [np.broadcast_to(c.reshape(-1) if c.ndim else c, (n,)) for c in cols]
+
+
+def plan_points(spec: GemmSpec, *, w_buf, a_buf, o_buf, macs_per_cycle, extra_cycles, w_bpc, a_bpc,
+                infer: bool | None = None) -> PlanArrays:
     """The planner's choice for every design point (module docstring).
 
     Keyword arguments are arrays of shape (n,) or scalars (broadcast): buffers in bytes,
     ``macs_per_cycle`` in MAC/cycle (already divided by the kept fraction for sparsity),
     ``extra_cycles`` in cycles, ``w_bpc``/``a_bpc`` in bytes/cycle of the memory holding weights /
     activations. The least-traffic search runs once per distinct buffer tuple; points are worked
-    in chunks of about CHUNK_CELLS candidate cells.
+    in chunks of about CHUNK_CELLS candidate cells. With ``infer`` (default :data:`INFER`) the
+    choice along each line of points that differ only in rho (see "Plans along rho") is taken from
+    exactly planned samples where the samples on both sides agree.
     """
-    cols = [np.asarray(v, dtype=float) for v in (w_buf, a_buf, o_buf, macs_per_cycle, extra_cycles, w_bpc, a_bpc)]
-    shape = np.broadcast_shapes(*(c.shape for c in cols))
-    if len(shape) > 1:
-        raise ValueError(f"plan_points: per-point arrays must be 1-D, got shape {shape}")
-    n = shape[0] if shape else 1
-    wb, ab, ob, mpc, ec, wbpc, abpc = (np.broadcast_to(c.reshape(-1) if c.ndim else c, (n,)) for c in cols)
-    B, inv = _buffer_groups(w_buf, a_buf, o_buf, wb, ab, ob)
+    n, (wb, ab, ob, mpc, ec, wbpc, abpc) = _arrays(w_buf, a_buf, o_buf, macs_per_cycle, extra_cycles, w_bpc, a_bpc)
+    B, inv, by_u, ustart = _buffer_groups(w_buf, a_buf, o_buf, wb, ab, ob)
     tabs = _tables(spec)
+    V = np.stack([wb, ab, ob, mpc, ec, wbpc, abpc], axis=1)
+    if INFER if infer is None else infer:
+        out = _plan_along_rho(spec, tabs, V, B, inv, by_u, ustart)
+    else:
+        out = _plan_exact(spec, tabs, V, inv)
+    return _finish(spec, tabs, out["tm"], out["tk"], out["tn"], out["order"], out["fits"])
+
+
+def _plan_exact(spec: GemmSpec, tabs: dict, V: np.ndarray, inv: np.ndarray) -> dict:
+    """Exact plans of the points V (rows: w_buf, a_buf, o_buf, mpc, extra_cycles, w_bpc, a_bpc) whose
+    buffer tuple indices are ``inv``: (tm, tk, tn, order, fits) arrays."""
+    n = len(V)
     step = max(1, CHUNK_CELLS // max(1, _cells_per_point(spec, tabs)))
     out = {k: np.zeros(n, dtype=np.int64) for k in ("tm", "tk", "tn")}
     out["order"], out["fits"] = np.zeros(n, dtype=np.int8), np.zeros(n, dtype=bool)
-    by_u = np.argsort(inv, kind="stable") if len(B) > 1 else np.arange(n)  # points of a tuple together
+    if n == 0:
+        return out
+    one = inv.min() == inv.max()
+    by_u = np.arange(n) if one else np.argsort(inv, kind="stable")  # points of a tuple together
     for lo in range(0, n, step):
         pp = by_u[lo:lo + step]
-        us, loc = np.unique(inv[pp], return_inverse=True)
-        V = np.stack([wb[pp], ab[pp], ob[pp], mpc[pp], ec[pp], wbpc[pp], abpc[pp]], axis=1)
-        r = _solve_chunk(spec, tabs, V, B[us], loc.reshape(-1))
+        if one:
+            us, loc = np.zeros(1, np.int64), np.zeros(len(pp), np.int64)
+        else:
+            us, loc = np.unique(inv[pp], return_inverse=True)
+        Vc = V[pp]
+        Bc = np.stack([Vc[np.r_[0, np.flatnonzero(np.diff(loc)) + 1], j] for j in range(3)], axis=1) if not one \
+            else Vc[:1, :3]
+        r = _solve_chunk(spec, tabs, Vc, Bc, loc.reshape(-1))
         for k in out:
             out[k][pp] = r[k]
-    return _finish(spec, tabs, out["tm"], out["tk"], out["tn"], out["order"], out["fits"])
+    return out
+
+
+# ----------------------------------------------------------------------------- plans along rho
+# Why a line of points can share its plans. Take the points of one buffer tuple on which every
+# least-traffic tiling has the same traffic (w, x) (``_line_traffic``; nearly always: the classes
+# that tie read each operand the same number of times). Every candidate then has the same memory
+# time m, and its cycles are pipeline_cycles(m, P/mpc + e, S) = pipeline_cycles(rho, P + eta, S) / mpc
+# with rho = m * mpc and eta = e * mpc (MAC-equivalents; the formula is homogeneous of degree 1),
+# so on a line of fixed eta the plan depends on rho alone. Double-buffered, two candidates
+# (c = P + eta, S) with c_i < c_j differ by g_i - g_j = (c_i - c_j) + rho (1/S_i - 1/S_j) for
+# rho <= c_i (linear, negative at 0), rho (1 - 1/S_j) + c_i/S_i - c_j on [c_i, c_j] (non-decreasing)
+# and a constant beyond: the sign changes at most once, so on the lower envelope each tiling holds
+# one interval of rho (without double buffering, or with compute hidden, the cycles do not depend
+# on rho at all). Hence if exactly planned samples at rho_a < rho_b agree, every point between them
+# has that plan. The only exception is the tie-break's relative tolerance (CYCLES_RTOL) at rho
+# where two candidates are within 1e-12 of each other; there the inferred tiling's cycles are the
+# exact optimum's to about that tolerance. Samples are real points of the call, planned exactly by
+# ``_plan_exact``; where neighbours disagree the gap is split until at most INFER_FILL points remain,
+# which are planned one by one; samples on a line are at most RHO_GAP apart in rho. The samples
+# persist across calls (a sweep's chunks, a what-if loop's next bandwidth): a single new point
+# gets two neighbours at rho * RHO_GAP**(+-1/2) planned with it.
+INFER = True
+RHO_GAP = 2.0  # neighbouring samples further apart in rho than this do not share a plan
+INFER_FILL = 16  # a disagreeing gap with at most this many points: plan them all
+RHO_BOUNDS = (1e-9, 1e9)  # rho / (M K N) outside this: planned exactly, no inference
+MAX_LINES = 64  # more distinct buffer tuples than this in one call: the exact search for every point
+_LINES: dict = {}  # (GemmSpec, buffer tuple, eta) -> [rho samples (sorted), plans (k, 5) int64]
+_LINE_TRAFFIC: dict = {}  # (GemmSpec, buffer tuple) -> (w, x) or None
+
+
+def _line_traffic(spec: GemmSpec, tabs: dict, b: np.ndarray):
+    """(w, x) traffic shared by every least-traffic tiling of buffer tuple ``b``; None if they differ
+    (or nothing fits, or compute is hidden: then handled as a constant plan by the caller)."""
+    key = (spec, float(b[0]), float(b[1]), float(b[2]))
+    if key not in _LINE_TRAFFIC:
+        cls = _least_traffic(spec, tabs["m"], tabs["k"], tabs["n"], b[None, 0], b[None, 1], b[None, 2])
+        w = np.concatenate([c.w for c in cls]) if cls else np.zeros(0)
+        x = np.concatenate([c.x for c in cls]) if cls else np.zeros(0)
+        ok = len(w) > 0 and w.min() == w.max() and x.min() == x.max()
+        if len(_LINE_TRAFFIC) > 65536:
+            _LINE_TRAFFIC.clear()
+        _LINE_TRAFFIC[key] = (float(w[0]), float(x[0])) if ok else None
+    return _LINE_TRAFFIC[key]
+
+
+def _plan_along_rho(spec: GemmSpec, tabs: dict, V: np.ndarray, B: np.ndarray, inv, by_u, ustart) -> dict:
+    """Plans of the points V (rows as in :func:`_plan_exact`) along lines of rho (section comment)."""
+    n = len(V)
+    if len(B) > MAX_LINES:  # buffers drawn per point: few points per tuple, the batched exact search is faster
+        return _plan_exact(spec, tabs, V, inv)
+    out = {k: np.zeros(n, dtype=np.int64) for k in ("tm", "tk", "tn")}
+    out["order"], out["fits"] = np.zeros(n, dtype=np.int8), np.zeros(n, dtype=bool)
+    trs = [_line_traffic(spec, tabs, B[u]) for u in range(len(B))]
+    good = np.array([t is not None for t in trs])
+    one = len(B) == 1
+    ok = np.full(n, bool(good[0])) if one else good[inv]
+    if spec.compute_hidden:  # every candidate costs its memory time m: one plan per tuple
+        rho, ek = np.ones(n), np.zeros(n)
+    else:
+        w0 = np.array([t[0] if t else 0.0 for t in trs])
+        x0 = np.array([t[1] if t else 0.0 for t in trs])
+        tr_pt = (w0[0], x0[0]) if one else (w0[inv], x0[inv])
+        rho = _mem_cycles(spec, tr_pt[0], tr_pt[1], V[:, 5], V[:, 6]) * V[:, 3]
+        eta = V[:, 4] * V[:, 3]
+        mkn = float(spec.M) * spec.K * spec.N
+        with np.errstate(invalid="ignore"):
+            ok &= (np.isfinite(rho) & (rho >= RHO_BOUNDS[0] * mkn) & (rho <= RHO_BOUNDS[1] * mkn)
+                   & np.isfinite(eta) & (eta >= 0))
+        ek = _round_sig(eta) if eta.any() else eta
+    ex = np.flatnonzero(~ok)
+    if len(ex):
+        r = _plan_exact(spec, tabs, V[ex], inv[ex])
+        for k in out:
+            out[k][ex] = r[k]
+    # lines: (buffer tuple, eta) of the points that may infer
+    if ek.min() == ek.max():
+        e0 = float(ek[0])
+        groups = [(u, e0, by_u[ustart[u]:ustart[u + 1]]) for u in range(len(B)) if trs[u] is not None]
+    else:
+        key = np.stack([inv.astype(float), ek], axis=1)
+        uq, li = np.unique(key, axis=0, return_inverse=True)
+        li = li.reshape(-1)
+        o = np.argsort(li, kind="stable")
+        st_ = np.r_[0, np.cumsum(np.bincount(li, minlength=len(uq)))]
+        groups = [(int(uq[j, 0]), float(uq[j, 1]), o[st_[j]:st_[j + 1]]) for j in range(len(uq))
+                  if trs[int(uq[j, 0])] is not None]
+    lines = []
+    for u, e, ii in groups:
+        if len(ex):
+            ii = ii[ok[ii]]
+        if len(ii):
+            lines.append(((spec, float(B[u, 0]), float(B[u, 1]), float(B[u, 2]), e), ii, rho[ii], trs[u]))
+    pending = lines
+    while pending:
+        asks = []  # (line, sample rows of V (real or synthetic), their rho)
+        nxt = []
+        for key, ii, rr, tr in pending:
+            memo = _LINES.get(key)
+            if memo is None:
+                if len(_LINES) > 65536:
+                    _LINES.clear()
+                memo = _LINES[key] = [np.zeros(0), np.zeros((0, 5), np.int64)]
+            sr, sp_ = memo
+            pos = np.searchsorted(sr, rr, side="right")
+            lo, hi = pos - 1, np.minimum(pos, len(sr) - 1)
+            hit = np.zeros(len(rr), bool)
+            if len(sr):
+                lo0 = np.maximum(lo, 0)
+                at = (lo >= 0) & (sr[lo0] == rr)
+                inside = (lo >= 0) & (pos < len(sr))
+                same = inside & (sp_[lo0] == sp_[hi]).all(axis=1) & (sr[hi] <= sr[lo0] * RHO_GAP)
+                hit = at | same
+                w = np.flatnonzero(hit)
+                if len(w):
+                    plan = sp_[lo0[w]]
+                    gi = ii[w]
+                    out["tm"][gi], out["tk"][gi], out["tn"][gi] = plan[:, 0], plan[:, 1], plan[:, 2]
+                    out["order"][gi], out["fits"][gi] = plan[:, 3], plan[:, 4].astype(bool)
+            if hit.all():
+                continue
+            o = np.argsort(rr[~hit], kind="stable")
+            ii, rr = ii[~hit][o], rr[~hit][o]
+            nxt.append((key, ii, rr, tr))
+            asks.append((key, *_samples(spec, tr, V, ii, rr)))
+        if not asks:
+            break
+        rows = np.concatenate([a[1] for a in asks])
+        r = _plan_exact(spec, tabs, rows, _inv_of(rows))
+        plans = np.stack([r["tm"], r["tk"], r["tn"], r["order"].astype(np.int64), r["fits"].astype(np.int64)], axis=1)
+        at = 0
+        for key, rows_k, rho_k in asks:
+            k = len(rows_k)
+            sr, sp_ = _LINES[key]
+            allr = np.concatenate([sr, rho_k])
+            allp = np.concatenate([sp_, plans[at:at + k]])
+            o = np.argsort(allr, kind="stable")
+            allr, allp = allr[o], allp[o]
+            keep = np.r_[True, allr[1:] != allr[:-1]]
+            _LINES[key] = [allr[keep], allp[keep]]
+            at += k
+        pending = nxt
+    return out
+
+
+def _inv_of(rows: np.ndarray) -> np.ndarray:
+    """Buffer-tuple index of each row of V."""
+    b = rows[:, :3]
+    if len(b) == 0 or (b == b[0]).all():
+        return np.zeros(len(b), dtype=np.int64)
+    return np.unique(b, axis=0, return_inverse=True)[1].reshape(-1)
+
+
+def _rho(spec: GemmSpec, tr, rows: np.ndarray) -> np.ndarray:
+    """rho = memory cycles of the shared traffic ``tr`` x MAC/cycle (MAC-equivalents) of rows of V."""
+    if spec.compute_hidden:
+        return np.ones(len(rows))
+    return _mem_cycles(spec, tr[0], tr[1], rows[:, 5], rows[:, 6]) * rows[:, 3]
+
+
+def _round_sig(x: np.ndarray, digits: int = 12) -> np.ndarray:
+    """``x`` rounded to ``digits`` significant digits (eta of points that differ by float rounding only)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        e = np.where(x > 0, np.floor(np.log10(np.where(x > 0, x, 1.0))), 0.0) - (digits - 1)
+        q = 10.0 ** e
+        return np.where(x > 0, np.round(x / q) * q, x)
+
+
+def _samples(spec: GemmSpec, tr, V: np.ndarray, ii: np.ndarray, rr: np.ndarray):
+    """Sample rows (of V, plus synthetic neighbours) and their rho for unresolved points ``ii`` (rho
+    ``rr``, sorted): all of them if few, each with neighbours at about rho * RHO_GAP**(+-1/2) (its
+    bandwidths scaled; their rho recomputed by the same rule), else the first and last point of every
+    sqrt(RHO_GAP)-wide bin of rho and nine quantiles."""
+    if len(ii) <= INFER_FILL:
+        base = V[ii]
+        if spec.compute_hidden:
+            return base, rr
+        f = np.sqrt(RHO_GAP)
+        lo_, hi_ = base.copy(), base.copy()
+        lo_[:, 5:7] *= f  # more bytes/cycle: less memory time
+        hi_[:, 5:7] /= f
+        syn = np.concatenate([lo_, hi_])
+        return np.concatenate([base, syn]), np.concatenate([rr, _rho(spec, tr, syn)])
+    b = np.floor(np.log(rr / rr[0]) / np.log(np.sqrt(RHO_GAP))).astype(np.int64)
+    pick = np.r_[True, b[1:] != b[:-1]] | np.r_[b[1:] != b[:-1], True]
+    pick[np.linspace(0, len(rr) - 1, 9).astype(np.int64)] = True
+    return V[ii[pick]], rr[pick]
 
 
 def _finish(spec: GemmSpec, tabs: dict, tm, tk, tn, order, fits) -> PlanArrays:

@@ -251,7 +251,7 @@ def graph_energy(hw, costs, cycles, repeat, pts, tokens: int) -> GraphEnergy:
         return empty
     k = len(costs)
     rep = np.asarray(repeat, dtype=float).reshape(k, 1)
-    by_class = {c: np.zeros((k, n)) for c in CLASSES}
+    by_class = {c: np.zeros((k, n)) for c in CLASSES} if pj else {}
     table = hw.energy.mac_pj
     lanes = pts.sfu["lanes"]
     if pj:
@@ -266,7 +266,9 @@ def graph_energy(hw, costs, cycles, repeat, pts, tokens: int) -> GraphEnergy:
     static = np.broadcast_to(np.asarray(0.0 if static is None else static, dtype=float), (n,))
     t = np.asarray(cycles, dtype=float) / pts.freq_hz  # (ops, n) seconds per call
     by_class["static"] = static * t * rep
-    op_j = sum(by_class.values())
+    op_j = sum(by_class.values()) if pj else by_class["static"]
+    zero = np.broadcast_to(0.0, (k, n))  # classes with no actions (board-power model): no (ops, n) arrays
+    by_class = {c: by_class.get(c, zero) for c in CLASSES}
     total = op_j.sum(axis=0)
     time = (t * rep).sum(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
