@@ -80,6 +80,8 @@ def render_yaml(src_text: str, out_name: str, blocks: dict, header: list) -> str
     if start is not None:
         end = next((j for j in range(start + 1, len(lines)) if lines[j] and not lines[j][0].isspace()
                     and not lines[j].startswith("#")), len(lines))
+        while end > start + 1 and (not lines[end - 1].strip() or lines[end - 1].startswith("#")):
+            end -= 1  # comment lines just above the next section belong to it
         if lines[start].split("#")[0].strip() != "terms:":
             raise InputError("calibrate: the input's `terms` block must be in block style (terms: on its own line)")
         cur = None
@@ -89,14 +91,18 @@ def render_yaml(src_text: str, out_name: str, blocks: dict, header: list) -> str
                 cur = m.group(1)
             if cur not in blocks:
                 kept.append(ln)
-        lines = lines[:start] + lines[end:]
-    while lines and not lines[-1].strip():
-        lines.pop()
-    out = lines + [""] + [f"# {h}" if h else "#" for h in header] + ["terms:"] + kept
+    else:
+        start = end = len(lines)
+    while start > 0 and not lines[start - 1].strip():
+        start -= 1
+    block = [""] + [f"# {h}" if h else "#" for h in header] + ["terms:"] + kept
     for cls, fields in blocks.items():
-        out.append(f"  {cls}:")
+        block.append(f"  {cls}:")
         for key, v, how in fields:
-            out.append(f"    {key}: {_fmt(v)}    # {how}")
+            block.append(f"    {key}: {_fmt(v)}    # {how}")
+    out = lines[:start] + block + lines[end:]  # the terms block where the input had it
+    while out and not out[-1].strip():
+        out.pop()
     return "\n".join(out) + "\n"
 
 

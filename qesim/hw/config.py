@@ -326,6 +326,10 @@ class Dequant(_Strict):
         "serial on the MPE's issue slots, at sfu.lanes operations per cycle")
     formats: list[DequantFormat] = Field(default_factory=list, description="cost per stored weight width; a width "
                                          "without an entry dequantizes for free")
+    pipelined: bool = Field(True, description="the weight-only kernel overlaps its weight loads with dequantization "
+                            "and MACs (a software pipeline, e.g. Marlin's async copies); false: the same warps load, "
+                            "then dequantize and multiply, so a dequantizing linear's memory and compute cycles add "
+                            "(its steps are not double buffered)")
 
     def format(self, w_bits: int) -> Optional[DequantFormat]:
         """The entry for ``w_bits`` (exact match), else None."""

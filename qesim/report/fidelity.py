@@ -43,6 +43,15 @@ def fidelity_markdown(res, command: str) -> str:
     for h, d in res.setup["transfer"]:
         L.append(f"- **transfer to {d}**: `{h}` (its datasheet numbers) with the terms fitted on {dev}, nothing fitted "
                  f"on {d}.")
+    tr = ", ".join(f"{d} (`{h}`)" for h, d in res.setup["transfer"]) or "none"
+    L += ["", "### Train / test split", "",
+          f"- **train**: the {dev} kernels only (LLMCompass real-hardware CSVs); the k-fold and leave-one-family-out "
+          "columns are predicted by fits that did not see the predicted kernels.",
+          f"- **test, never fitted**: the transfer devices ({tr}: datasheet + the {dev}-fitted shape) and, when the "
+          "end-to-end section is present, every published LLaMA-2-7B measurement in it (no config number was "
+          "fitted or chosen against them).",
+          "- The configs' structural choices (wave tile, where and how dequantization runs, the stack's launch cost) "
+          "are sourced in their YAML comments, not fitted."]
     L += ["", f"## {dev}", "",
           "| op class (kernel) | kernels | datasheet | in sample | k-fold | leave-one-family-out | k-fold max |",
           "|---|---:|---:|---:|---:|---:|---:|"]

@@ -19,6 +19,8 @@ Cost rules (each switch is a field of the hardware config's ``policy``):
   MMU quantization units, and the default), else ``ops_per_weight`` per loaded weight element
   plus ``ops_per_group`` per group on ``sfu.lanes`` lanes, added to the op's SFU cycles
   (``unit: sfu``, GPU CUDA cores) or MPE cycles (``unit: mpe``) (:mod:`qesim.perf.terms.dequant`).
+  With ``terms.dequant.pipelined: false`` a dequantizing linear is not double buffered: its
+  memory and compute cycles add (a kernel whose warps load, then dequantize and multiply).
 
 The tiling (tile sizes, loop order, re-reads, buffer fit) is :func:`qesim.perf.planner.plan_points`,
 chosen per design point (buffers and rates are point fields).
@@ -172,6 +174,8 @@ class LoweredLinear(Lowered):
             groups = weights / op.group_size if op.group_size != -1 else float(op.out_features)
             self.dequant = (dq.unit, dequant_ops(weights, groups, fmt.ops_per_weight, fmt.ops_per_group),
                             float(op.in_features) * op.out_features * t.w_bytes_elem)
+        # terms.dequant.pipelined false: loads, dequant and MACs of a dequantizing kernel run one after the other
+        self.db_cost = self.db and (self.dequant is None or dq.pipelined)
         self._resident = 0.0
         self.resident_adapters = pol.adapters_resident
         if op.adapters is not None and pol.adapters_resident:
@@ -184,7 +188,7 @@ class LoweredLinear(Lowered):
     def signature(self):
         t = self.terms
         return ("linear", self.spec, t.mode, t.kept, t.w_bytes_elem, t.extra, t.ad_macs, t.o_bytes, self.w_bits, self.a_bits, self.ad_bits, self.wmem, self.amem,
-                self.hidden, self.db, self.overlaps, self.macs, self.dequant,
+                self.hidden, self.db, self.db_cost, self.overlaps, self.macs, self.dequant,
                 self.op.out_bits)  # out_bits: energy actions
 
     def plan(self, pts: HwPoints):
@@ -229,7 +233,7 @@ class LoweredLinear(Lowered):
         store = {self.amem: t.o_bytes} if t.o_bytes else {}
         op = self.op
         return OpCost(self.name, "linear", self.repeat, load, store, mpe, sfu, p.steps.astype(float),
-                      self.macs, self.hidden, self.db, self.overlaps, tile_at=p.tile_plan,
+                      self.macs, self.hidden, self.db_cost, self.overlaps, tile_at=p.tile_plan,
                       shape=(op.tokens, op.out_features, op.in_features), actions=self.actions(p))
 
     def actions(self, p) -> dict:
