@@ -217,6 +217,8 @@ def main(argv=None) -> int:
     med = lambda xs: statistics.median(xs)  # noqa: E731
     res = {
         "rows": rounds[0]["cli"]["rows"],
+        # hardware points per second of the whole CLI command (each point is 4 rows: 4 workloads)
+        "points_per_s": med([x["cli"]["rows_per_s"] for x in rounds]) / 4.0,
         "llmviewer_rows_per_s": med([x["llmviewer"]["rows_per_s"] for x in rounds]),
         "qesim_cli_rows_per_s": med([x["cli"]["rows_per_s"] for x in rounds]),
         "qesim_cli_seconds": med([x["cli"]["seconds"] for x in rounds]),

@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, model_validator
 
 from qesim.hw.units import parse_quantity
 
@@ -395,6 +395,8 @@ class Interconnect(_Strict):
 class HardwareConfig(_Strict):
     """One accelerator: clock, matrix and vector engines, off-chip memories, buffers, policy."""
 
+    _derived_from: Optional[tuple] = PrivateAttr(default=None)  # (parent config, updated dotted paths)
+
     name: str = Field(min_length=1, max_length=200, description="config name (shown in reports)")
     description: str = Field("", description="free text")
     frequency_mhz: MHz = Field(ge=1e-3, le=MAX_FREQUENCY_MHZ, description="clock of the MPE/SFU, MHz",
@@ -461,4 +463,6 @@ class HardwareConfig(_Strict):
             elif last not in cur:
                 raise KeyError(path)
             cur[last] = value
-        return HardwareConfig.model_validate(data)
+        new = HardwareConfig.model_validate(data)
+        new._derived_from = (self, tuple(updates))  # lets the cost model reuse the parent's structure
+        return new

@@ -20,7 +20,7 @@ import numpy as np
 from qesim.graph.ir import LayerGraph
 from qesim.hw.config import HardwareConfig
 from qesim.perf.compiled import CompiledGraph, GraphResult
-from qesim.perf.points import MEMORIES, HwPoints, structural_key
+from qesim.perf.points import MEMORIES, HwPoints, is_point_field, structural_key
 from qesim.perf.timing import BUSY
 
 OP_COLUMNS = [
@@ -192,7 +192,11 @@ def _struct_key(hw: HardwareConfig) -> str:
     hit = _STRUCT.get(id(hw))
     if hit is not None and hit[0] is hw:
         return hit[1]
-    key = structural_key(hw)
+    parent = getattr(hw, "_derived_from", None)  # ``with_updates`` of point fields only: the parent's structure
+    if parent is not None and all(is_point_field(p) for p in parent[1]):
+        key = _struct_key(parent[0])
+    else:
+        key = structural_key(hw)
     _STRUCT.put(id(hw), (hw, key))
     return key
 

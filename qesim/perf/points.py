@@ -47,6 +47,9 @@ def is_point_field(path: str) -> bool:
     return bool(POINT_FIELDS_RE.match(path))
 
 
+_OF: dict = {}  # id(config) -> (config, its n = 1 HwPoints)
+
+
 class HwPoints:
     """Point fields of ``n`` configs sharing ``rep``'s structure, as arrays of length ``n``.
 
@@ -100,8 +103,28 @@ class HwPoints:
 
     @staticmethod
     def of(hw: HardwareConfig) -> "HwPoints":
-        """The single point of ``hw`` (n = 1)."""
-        return HwPoints(hw, 1)
+        """The single point of ``hw`` (n = 1), memoised per config object (its arrays are read-only)."""
+        hit = _OF.get(id(hw))
+        if hit is not None and hit[0] is hw:
+            return hit[1]
+        pts = HwPoints(hw, 1)
+        for a in pts._arrays():
+            a.setflags(write=False)
+        _OF[id(hw)] = (hw, pts)
+        if len(_OF) > 512:
+            del _OF[next(iter(_OF))]
+        return pts
+
+    def _arrays(self):
+        yield self.freq_mhz
+        yield self.freq_hz
+        for d in (self.bpc, self._bw, self._eff, self.sfu, self.buf):
+            yield from d.values()
+        for t in self.terms.values():
+            yield from t.values()
+        yield self.correction
+        for r, _ in self._rates.values():
+            yield r
 
     def rate(self, mode: str, w_bits: int, a_bits: int) -> np.ndarray:
         """MAC/cycle per point for a ``w_bits`` x ``a_bits`` product in ``mode``: the fastest

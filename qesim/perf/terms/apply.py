@@ -43,10 +43,13 @@ def apply_terms(costs: list, pts, hw) -> list:
     cores = hw.mpe.cores
     out = []
     corr = pts.correction
+    neutral = pts.memo.get("neutral_terms")
+    if neutral is None:  # per op class, once per point set
+        neutral = pts.memo["neutral_terms"] = {k: _neutral(t, corr) for k, t in pts.terms.items()}
     for c in costs:
         cls = op_class(c.kind, c.func)
         t = pts.terms[cls]
-        if _neutral(t, corr) and (wave is None or c.shape is None):
+        if neutral[cls] and (wave is None or c.shape is None):
             out.append(c)
             continue
         mpe, sfu = c.mpe_cycles, c.sfu_cycles
