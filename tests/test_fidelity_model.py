@@ -190,3 +190,27 @@ def test_vhk158_artifact_preset_divides_loads_too():
     p, a = estimate_graph(g, phys), estimate_graph(g, art)
     assert p.bound == "hbm" and a.bound == "compute"  # the artifact's model: MV-bound decode
     assert a.bytes_by_memory == p.bytes_by_memory
+
+
+def test_flightllm_artifact_model_hand_computed():
+    """The artifact's instruction-time formulas on a toy one-layer model (qesim.fidelity.flightllm)."""
+    from qesim.fidelity.flightllm import artifact_model
+    from qesim.graph.presets import get_spec
+
+    toy = get_spec("llama2-7b").model_copy(update=dict(hidden=512, intermediate=1024, layers=1, heads=4,
+                                                       head_dim=128, vocab=1000))
+    d = artifact_model("decode", context_len=512, spec=toy)
+    # MV cycles: q, k 512x512 at 0.7; v, o 512x512; gate, up 512 -> 1024; down 1024 -> 512 (N padded to 512)
+    lin = 2 * 512 * 512 / 1024 * 0.7 + 2 * 512 * 512 / 1024 + 3 * 512 * 1024 / 1024
+    ctx = 528  # 512 cached + 1, aligned to 16
+    attn = 4 * (128 * 1024 + ctx * 512) / 1024  # QK^T (N = ctx padded to 512), PV (N = 128 padded to 512)
+    head = 512 * 1024 / 1024  # lm_head, vocab 1000 padded to 1024
+    assert d["mv_ms"] == pytest.approx((lin + attn + head) / 3.2 / 225e6 * 1e3, rel=1e-12)
+    ld_bytes = 2 * 512 * 512 * 0.7 + 2 * 512 * 512 + 3 * 512 * 1024 + 2 * ctx * 512 + 512 * 1000
+    assert d["ld_ms"] == pytest.approx(ld_bytes / (819.2e9 * 0.7) / 3.2 * 1e3, rel=1e-12)
+    assert d["total_ms"] == max(v for k, v in d.items() if k != "total_ms") == d["mv_ms"]
+    p = artifact_model("prefill", seq_len=100, spec=toy)  # aligned to 128 rows
+    mm = 128 * (2 * 512 * 512 * 0.7 + 2 * 512 * 512 + 3 * 512 * 1024) / 4096 + 4 * 2 * 128 * 128 * 128 / 2 / 4096
+    assert p["mm_ms"] == pytest.approx(mm / 3.2 / 225e6 * 1e3, rel=1e-12)
+    with pytest.raises(ValueError):
+        artifact_model("train")

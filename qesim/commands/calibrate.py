@@ -3,6 +3,7 @@
     qesim calibrate HW.yaml --measured DIR_OR_CSV --out HW-calibrated.yaml [--device A100]
                     [--classes linear,softmax] [--min-points-per-param 3]
     qesim calibrate HW.yaml --terms-from OTHER-calibrated.yaml --out HW-transfer.yaml
+                    [--measured DIR_OR_CSV --refit compute_efficiency,floor_us]
 
 Reads LLMCompass's real-hardware CSVs as they are (``matmul_A100.csv``, ``softmax_A100.csv``, ...)
 or a headed CSV ``kernel,M,N,K,latency_us``; fits each op class's few parameters (fixed cost,
@@ -29,6 +30,8 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="calibrated YAML to write")
     p.add_argument("--device", default=None, help="device name in the measured files (e.g. A100) if they hold several")
     p.add_argument("--classes", default=None, help="op classes to fit (default: every class in the data)")
+    p.add_argument("--refit", default=None, help="with --terms-from and --measured: after the transfer, fit only "
+                   "these op-class fields (e.g. compute_efficiency,fixed_us,floor_us) to HW's own measured kernels")
     p.add_argument("--min-points-per-param", type=int, default=3,
                    help="refuse to fit a class with fewer measured kernels per parameter (default 3)")
     p.set_defaults(func=run)
@@ -51,12 +54,17 @@ def run(args: argparse.Namespace) -> int:
     if args.min_points_per_param < 1:
         raise InputError(f"--min-points-per-param must be >= 1 (got {args.min_points_per_param})")
     cmd = "qesim calibrate " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["calibrate"] else "qesim calibrate"
-    if (args.measured is None) == (args.terms_from is None):
-        raise InputError("calibrate: give exactly one of --measured (fit) or --terms-from (transfer)")
+    refit = [f.strip() for f in args.refit.split(",") if f.strip()] if args.refit else None
+    if args.terms_from is None and (args.measured is None or refit):
+        raise InputError("calibrate: give --measured (fit), or --terms-from (transfer) [with --measured and --refit]")
+    if args.terms_from is not None and (args.measured is None) != (refit is None):
+        raise InputError("calibrate: --terms-from with --measured needs --refit FIELD,... (and --refit needs --measured)")
     if args.terms_from:
         from qesim.fidelity.calibrate import transfer_terms
 
-        blocks = transfer_terms(args.hw, args.terms_from, args.out, command=cmd)
+        blocks = transfer_terms(args.hw, args.terms_from, args.out, command=cmd, measured=args.measured, refit=refit,
+                                device=args.device, make_predictor=make_predictor,
+                                min_points_per_param=args.min_points_per_param)
         print(f"transferred terms of {', '.join(blocks)} from {args.terms_from}; wrote {args.out}")
         return 0
     cal = run_calibrate(args.hw, args.measured, args.out, make_predictor, device=args.device, classes=classes,

@@ -1,12 +1,14 @@
 """``qesim fidelity``: measured vs predicted kernel latencies, in and out of sample.
 
     qesim fidelity [--measured DIR_OR_CSV] [--hw nvidia-a100-80gb] [--device A100]
-                   [--transfer amd-mi210:MI210] [--folds 5] [--out reports]
+                   [--transfer amd-mi210:MI210[:amd-mi210-calibrated]] [--folds 5] [--out reports]
 
 Writes ``OUT/fidelity.md``, ``fidelity.csv`` (one row per kernel: measured, datasheet, in-sample,
 k-fold and leave-one-family-out predictions, errors) and ``fidelity.png`` (predicted vs measured,
 log-log). Default data: LLMCompass's A100 and MI210 kernels shipped with qesim; the terms are
-fitted on the A100 and carried unchanged to the MI210's datasheet config (``--transfer``).
+fitted on the A100 and carried unchanged to the MI210's datasheet config (``--transfer``); a third
+field names a calibrated config of that device predicted as configured (``amd-mi210-calibrated``: the
+A100 shape with the linear compute efficiency refitted on independent MI210 GEMM micro-benchmarks).
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ def register(sub) -> None:
                    "LLMCompass A100/MI210 sets)")
     p.add_argument("--hw", default="nvidia-a100-80gb", help="config fitted on --device (default nvidia-a100-80gb)")
     p.add_argument("--device", default="A100", help="device of the measured files to fit (default A100)")
-    p.add_argument("--transfer", default="amd-mi210:MI210",
-                   help="HW:DEVICE[,HW:DEVICE...] predicted with the fitted terms on their own datasheet config "
-                   "(default amd-mi210:MI210; 'none' to skip)")
+    p.add_argument("--transfer", default="amd-mi210:MI210:amd-mi210-calibrated",
+                   help="HW:DEVICE[:CALIBRATED-HW][,...] predicted with the fitted terms on their own datasheet "
+                   "config, and CALIBRATED-HW as configured (default amd-mi210:MI210:amd-mi210-calibrated; 'none' "
+                   "to skip)")
     p.add_argument("--folds", type=int, default=5, help="k of the k-fold cross-validation (default 5)")
     p.add_argument("--out", default="reports", help="output directory (default reports/)")
     p.add_argument("--no-e2e", action="store_true", help="skip the end-to-end LLaMA-2-7B check against published "
@@ -53,10 +56,10 @@ def run(args: argparse.Namespace) -> int:
     transfer = []
     if args.transfer and args.transfer.lower() != "none":
         for part in args.transfer.split(","):
-            h, sep, d = part.partition(":")
-            if not sep or not h or not d:
-                raise InputError(f"--transfer: {part!r} is not HW:DEVICE (e.g. amd-mi210:MI210)")
-            transfer.append((load_hw(h), d))
+            bits = part.split(":")
+            if len(bits) not in (2, 3) or not all(bits):
+                raise InputError(f"--transfer: {part!r} is not HW:DEVICE[:CALIBRATED-HW] (e.g. amd-mi210:MI210)")
+            transfer.append((load_hw(bits[0]), bits[1]) + ((load_hw(bits[2]),) if len(bits) == 3 else ()))
     measured = args.measured or str(default_measured())
     res = run_validation(measured, load_hw(args.hw), args.device, make_predictor, folds=args.folds, transfer=transfer)
     cmd = "qesim fidelity " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["fidelity"] else "qesim fidelity"
@@ -64,8 +67,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_e2e:
         from qesim.fidelity.e2e import e2e_markdown, run_e2e
 
+        from qesim.fidelity.flightllm import flightllm_markdown, flightllm_rows
+
         e2e = run_e2e()
-        res.extra_md = e2e_markdown(e2e)
+        res.extra_md = e2e_markdown(e2e) + "\n\n" + flightllm_markdown(flightllm_rows())
     for p in write_fidelity(res, Path(args.out), cmd.strip()):
         print(f"wrote {p}")
     if e2e is not None:
@@ -80,5 +85,6 @@ def run(args: argparse.Namespace) -> int:
     s = res.summary
     for r in s.itertuples():
         print(f"{r.device:6} {r.op_class:12} n={r.kernels:3}  datasheet {r.datasheet_mean_abs_err_pct:6.1f} %  "
-              f"k-fold {r.kfold_mean_abs_err_pct:6.1f} %  transfer {r.transfer_mean_abs_err_pct:6.1f} %")
+              f"k-fold {r.kfold_mean_abs_err_pct:6.1f} %  transfer {r.transfer_mean_abs_err_pct:6.1f} %  "
+              f"calibrated transfer {r.own_mean_abs_err_pct:6.1f} %")
     return 0

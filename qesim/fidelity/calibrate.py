@@ -50,8 +50,9 @@ def select_device(table, device: Optional[str], what: str):
 
 
 def calibrate_table(hw, table, make_predictor: Callable, *, classes=None, min_points_per_param: int = 3,
-                    what: str = "measured") -> dict:
-    """Op class -> FitResult for every class present in ``table`` (or the given ``classes``)."""
+                    what: str = "measured", fields=None) -> dict:
+    """Op class -> FitResult for every class present in ``table`` (or the given ``classes``).
+    ``fields``: fit only these parameters (names as ``compute_efficiency``); the others keep ``hw``'s values."""
     predict = make_predictor(hw, table)
     meas = table.latency_s.to_numpy()
     fits = {}
@@ -60,7 +61,10 @@ def calibrate_table(hw, table, make_predictor: Callable, *, classes=None, min_po
         if cls not in present:
             raise InputError(f"{what}: no measured kernels of op class {cls!r} (present: {', '.join(present)})")
         idx = np.flatnonzero(table.op_class.to_numpy() == cls)
-        fits[cls] = fit(predict, data_params(cls, meas[idx]), meas, idx, min_points_per_param=min_points_per_param,
+        params = data_params(cls, meas[idx])
+        if fields is not None:
+            params = [q for q in params if q.path.rsplit(".", 1)[1] in fields]
+        fits[cls] = fit(predict, params, meas, idx, min_points_per_param=min_points_per_param,
                         what=f"{what} ({cls}, {len(idx)} kernels)")
     return fits
 
@@ -165,9 +169,19 @@ def _resolve(hw_path: str) -> Path:
     return src
 
 
-def transfer_terms(hw_path: str, terms_from: str, out: str, command: str = "qesim calibrate") -> dict:
+#: the op-class fields a transfer may refit on the target device's own kernels (``--refit``)
+REFIT_FIELDS = ("fixed_us", "floor_us", "compute_efficiency", "memory_efficiency", "k_half")
+
+
+def transfer_terms(hw_path: str, terms_from: str, out: str, command: str = "qesim calibrate", *,
+                   measured: Optional[str] = None, refit=None, device=None, make_predictor: Optional[Callable] = None,
+                   min_points_per_param: int = 3) -> dict:
     """Write ``hw_path`` with the fitted op-class blocks of the calibrated config ``terms_from``
-    (nothing fitted: the fitted *shape* carried to another device's datasheet numbers)."""
+    (nothing fitted: the fitted *shape* carried to another device's datasheet numbers).
+
+    With ``measured`` and ``refit`` (field names, e.g. ``['compute_efficiency', 'floor_us']``): the
+    transferred config's ``refit`` fields of every op class present in ``measured`` are then fitted
+    to those kernels of the target device (the other fields stay as transferred)."""
     from qesim.hw.config import OP_CLASSES, OpClassTerms
     from qesim.hw.loader import config_from_dict, load_hw
 
@@ -184,10 +198,40 @@ def transfer_terms(hw_path: str, terms_from: str, out: str, command: str = "qesi
     if not blocks:
         raise InputError(f"{terms_from}: no fitted terms to transfer (every op class is neutral)")
     header = [f"---- fidelity terms transferred by `{command}` ----",
-              f"The op-class terms below are those of {donor.name} ({donor_p.name}), unchanged: this device's datasheet",
-              "numbers with the fitted shape (efficiencies, fixed costs, roll-off) of another device. Nothing was fitted here."]
+              f"The op-class terms below are those of {donor.name} ({donor_p.name}){'' if refit else ', unchanged'}: this device's datasheet",
+              "numbers with the fitted shape (efficiencies, fixed costs, roll-off) of another device."]
     outp = Path(out)
     text = render_yaml(src.read_text(), outp.stem, blocks, header)
+    if measured is not None and refit:
+        from qesim.fidelity.measured import read_measured
+
+        bad = [f for f in refit if f not in REFIT_FIELDS]
+        if bad:
+            raise InputError(f"--refit: unknown field(s) {', '.join(bad)}; known: {', '.join(REFIT_FIELDS)}")
+        table = read_measured(measured)
+        dev, table = select_device(table, device, str(measured))
+        hw_t = config_from_dict(_yaml(text, outp), str(outp))
+        fits = calibrate_table(hw_t, table, make_predictor, min_points_per_param=min_points_per_param,
+                               what=str(measured), fields=set(refit))
+        files = ", ".join(sorted({Path(s.rsplit(":", 1)[0]).name for s in table.source}))
+        header[-1] += f" Refitted on this device: {', '.join(refit)} of {', '.join(fits)}"
+        header.append(f"  ({len(table)} measured {dev} kernels from {files}; the rest is {donor.name}'s, not fitted here).")
+        for cls, r in fits.items():
+            e = r.abs_err * 100
+            header.append(f"{cls}: {r.n_points} {dev} kernels, rms log residual {r.rms_log:.4f}, |error| mean "
+                          f"{e.mean():.1f} %, max {e.max():.1f} % (in sample)")
+            header += [f"  {n}" for n in r.notes]
+            fitted = r.all_values
+            old_fields = dict((k, (v, how)) for k, v, how in blocks.get(cls, []))
+            for path, v in fitted.items():
+                key = path.rsplit(".", 1)[1]
+                how = (f"fitted on {r.n_points} {dev} kernels ({files})" if path in r.values
+                       else f"neutral: not identified by the {dev} kernels")
+                old_fields[key] = (v, how)
+            blocks[cls] = [(k, v, how) for k, (v, how) in old_fields.items()]
+        text = render_yaml(src.read_text(), outp.stem, blocks, header)
+    else:
+        header[-1] += " Nothing was fitted here."
     config_from_dict(_yaml(text, outp), str(outp))
     try:
         outp.write_text(text)

@@ -108,12 +108,14 @@ def geomean_abs_err(errs_pct) -> float:
 
 def e2e_markdown(df) -> str:
     L = ["## End to end: LLaMA-2-7B batch 1 against published measurements", "",
-         "**Never fitted.** No number in any config was fitted or chosen against these rows: the A100 terms come "
+         "**Never fitted.** No number in any config was fitted to these rows: the A100 terms come "
          "from `qesim calibrate` on the LLMCompass A100 kernels (the train set above), the H100 terms are the "
          "A100-fitted shape on H100 datasheet numbers (`qesim calibrate --terms-from`), and the structural "
          "choices (the stack's launch cost, `terms.dequant.pipelined`, the decode context, the lm_head "
          "precision) are read from the sources cited in `qesim/fidelity/e2e.py`, the configs' YAML comments "
-         "and `data/published_e2e.csv`. Columns: "
+         "and `data/published_e2e.csv`. Caveat: `terms.dequant.pipelined: false` is a yes/no choice taken from "
+         "the kernels' source code (tinygemm loads, dequantizes and multiplies in the same warps), but it was "
+         "taken after seeing its effect on these rows; the `pipelined` column keeps the alternative in view. Columns: "
          "`harness` = calibrated config as is (its fixed costs are LLMCompass's eager + synchronize per kernel); "
          f"`stack` = fitted efficiencies, {STACK_LAUNCH_US:g} us fixed cost per kernel, no floor (assumption: "
          f"{STACK_BAND_US[0]:g}-{STACK_BAND_US[1]:g} us per launch, the band in brackets; torchao and gpt-fast "

@@ -37,7 +37,10 @@ def _err(pred, meas):
 
 def run_validation(measured: str, hw, device: str | None, make_predictor: Callable, *, folds: int = 5,
                    transfer: list = (), min_points_per_param: int = 3) -> FidelityResult:
-    """See the module docstring. ``transfer``: list of (hardware config, device name)."""
+    """See the module docstring. ``transfer``: list of (hardware config, device name) or (hardware config,
+    device name, calibrated config): the third, when given, is also predicted with its own terms as
+    configured (``own_us``: e.g. the fitted shape with a compute efficiency refitted on other kernels of that
+    device, ``qesim calibrate --terms-from --refit``)."""
     import pandas as pd
 
     from qesim.fidelity.measured import read_measured
@@ -77,37 +80,43 @@ def run_validation(measured: str, hw, device: str | None, make_predictor: Callab
             notes.append(f"{device} {cls}: one sweep family only, no leave-one-family-out")
     rows = table.assign(
         hw=hw.name, measured_us=meas * 1e6, datasheet_us=datasheet * 1e6, fitted_us=insample * 1e6,
-        kfold_us=kf * 1e6, fold=fold_of, lofo_us=lofo * 1e6, transfer_us=np.nan,
+        kfold_us=kf * 1e6, fold=fold_of, lofo_us=lofo * 1e6, transfer_us=np.nan, own_us=np.nan, own_err_pct=np.nan,
         datasheet_err_pct=_err(datasheet, meas), fitted_err_pct=_err(insample, meas),
         kfold_err_pct=_err(kf, meas), lofo_err_pct=_err(lofo, meas), transfer_err_pct=np.nan, role="fit")
     frames = [rows]
-    for thw, tdev in transfer:
+    setup_tr = []
+    for item in transfer:
+        thw, tdev = item[0], item[1]
+        own_hw = item[2] if len(item) > 2 else None
         _, tt = select_device(table_all, tdev, str(measured))
         tp = make_predictor(thw, tt)
         ti = np.arange(len(tt))
         tm = tt.latency_s.to_numpy()
         ds = np.asarray(tp({}, ti), dtype=float)
         tr = np.asarray(tp(fitted, ti), dtype=float)
+        own = np.asarray(make_predictor(own_hw, tt)({}, ti), dtype=float) if own_hw is not None else np.full(len(tt), np.nan)
         frames.append(tt.assign(
             hw=thw.name, measured_us=tm * 1e6, datasheet_us=ds * 1e6, fitted_us=np.nan, kfold_us=np.nan, fold=-1,
-            lofo_us=np.nan, transfer_us=tr * 1e6, datasheet_err_pct=_err(ds, tm), fitted_err_pct=np.nan,
-            kfold_err_pct=np.nan, lofo_err_pct=np.nan, transfer_err_pct=_err(tr, tm), role="transfer"))
+            lofo_us=np.nan, transfer_us=tr * 1e6, own_us=own * 1e6, datasheet_err_pct=_err(ds, tm), fitted_err_pct=np.nan,
+            kfold_err_pct=np.nan, lofo_err_pct=np.nan, transfer_err_pct=_err(tr, tm), own_err_pct=_err(own, tm),
+            role="transfer"))
+        setup_tr.append((thw.name, tdev) + ((own_hw.name,) if own_hw is not None else ()))
     kernels = pd.concat(frames, ignore_index=True).drop(columns=["latency_s"])
     return FidelityResult(kernels, summarise(kernels), fitted, notes,
-                          dict(device=device, hw=hw.name, folds=folds, transfer=[(h.name, d) for h, d in transfer]))
+                          dict(device=device, hw=hw.name, folds=folds, transfer=setup_tr))
 
 
 def summarise(kernels):
     """Mean |error| (%) per (device, op class) and over all kernels of a device, per prediction."""
     import pandas as pd
 
-    cols = ["datasheet_err_pct", "fitted_err_pct", "kfold_err_pct", "lofo_err_pct", "transfer_err_pct"]
+    cols = ["datasheet_err_pct", "fitted_err_pct", "kfold_err_pct", "lofo_err_pct", "transfer_err_pct", "own_err_pct"]
     out = []
     for dev, g in kernels.groupby("device", sort=False):
         for cls, h in list(g.groupby("op_class", sort=False)) + [("all", g)]:
             rec = dict(device=dev, hw=h.hw.iloc[0], op_class=cls, kernels=len(h))
             for c in cols:
-                v = h[c].abs()
+                v = h[c].abs() if c in h else pd.Series([np.nan])
                 rec[c.replace("_err_pct", "_mean_abs_err_pct")] = float(v.mean()) if v.notna().any() else np.nan
                 rec[c.replace("_err_pct", "_max_abs_err_pct")] = float(v.max()) if v.notna().any() else np.nan
             out.append(rec)

@@ -40,16 +40,18 @@ def fidelity_markdown(res, command: str) -> str:
          "- **leave-one-family-out**: each sweep family (the rows of one sweep, e.g. matmul with N = K = 12288) "
          "predicted by a fit on the other families of its class: extrapolation to shapes the fit never saw.",
          ]
-    for h, d in res.setup["transfer"]:
+    for h, d, *own in res.setup["transfer"]:
         L.append(f"- **transfer to {d}**: `{h}` (its datasheet numbers) with the terms fitted on {dev}, nothing fitted "
-                 f"on {d}.")
-    tr = ", ".join(f"{d} (`{h}`)" for h, d in res.setup["transfer"]) or "none"
+                 f"on {d}." + (f" Also `{own[0]}` as configured: the same {dev}-fitted shape with the linear compute "
+                               f"efficiency refitted on independent {d} GEMM micro-benchmarks (its YAML comments; "
+                               f"not these kernels)." if own else ""))
+    tr = ", ".join(f"{t[1]} (`{t[0]}`)" for t in res.setup["transfer"]) or "none"
     L += ["", "### Train / test split", "",
           f"- **train**: the {dev} kernels only (LLMCompass real-hardware CSVs); the k-fold and leave-one-family-out "
           "columns are predicted by fits that did not see the predicted kernels.",
           f"- **test, never fitted**: the transfer devices ({tr}: datasheet + the {dev}-fitted shape) and, when the "
           "end-to-end section is present, every published LLaMA-2-7B measurement in it (no config number was "
-          "fitted or chosen against them).",
+          "fitted to them; see its caveat on the one structural yes/no choice).",
           "- The configs' structural choices (wave tile, where and how dequantization runs, the stack's launch cost) "
           "are sourced in their YAML comments, not fitted."]
     L += ["", f"## {dev}", "",
@@ -59,13 +61,16 @@ def fidelity_markdown(res, command: str) -> str:
         L.append(f"| {r.op_class} ({_CLASS_KERNEL.get(r.op_class, 'all')}) | {r.kernels} | "
                  f"{_f(r.datasheet_mean_abs_err_pct)} | {_f(r.fitted_mean_abs_err_pct)} | "
                  f"**{_f(r.kfold_mean_abs_err_pct)}** | {_f(r.lofo_mean_abs_err_pct)} | {_f(r.kfold_max_abs_err_pct)} |")
-    for h, d in res.setup["transfer"]:
+    for h, d, *own in res.setup["transfer"]:
         L += ["", f"## Transfer to {d} (`{h}`)", "",
-              "| op class (kernel) | kernels | datasheet | A100-fitted terms | max |", "|---|---:|---:|---:|---:|"]
+              f"| op class (kernel) | kernels | datasheet | {dev}-fitted terms | max |"
+              + (f" `{own[0]}` | max |" if own else ""),
+              "|---|---:|---:|---:|---:|" + ("---:|---:|" if own else "")]
         for r in s[s.device == d].itertuples():
             L.append(f"| {r.op_class} ({_CLASS_KERNEL.get(r.op_class, 'all')}) | {r.kernels} | "
                      f"{_f(r.datasheet_mean_abs_err_pct)} | {_f(r.transfer_mean_abs_err_pct)} | "
-                     f"{_f(r.transfer_max_abs_err_pct)} |")
+                     f"{_f(r.transfer_max_abs_err_pct)} |"
+                     + (f" {_f(r.own_mean_abs_err_pct)} | {_f(r.own_max_abs_err_pct)} |" if own else ""))
     L += ["", "## Fitted terms (all kernels of the fit device)", "", "| field | value |", "|---|---:|"]
     for k, v in res.fitted.items():
         L.append(f"| `{k}` | {v:.4g} |")
