@@ -150,3 +150,39 @@ def test_cli_devices_auto_json():
     bad = subprocess.run([sys.executable, "-m", "qesim.cli", "estimate", "--model", "qwen2vl-2b", "--devices",
                           "two"], capture_output=True, text=True)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_system_energy_one_device_is_the_single_device_estimate():
+    hw = load_hw("qe-paper-npu")   # per-action energy model
+    g = build_graph("qwen2vl-2b", stage="prefill", seq_len=64)
+    r = estimate_parallel(g, hw, ParallelPlan())
+    e = estimate_graph(g, hw).energy
+    assert r["energy_model"] == "per-action"
+    assert r["energy_j"] == pytest.approx(e["energy_j"], rel=1e-12)
+    assert r["energy_per_token_j"] == pytest.approx(e["energy_per_token_j"], rel=1e-12)
+
+
+def test_system_energy_by_hand_tp2():
+    """Two devices: each adds its shard's dynamic energy, and its static power over the whole pass
+    (collectives included), so a slower link costs static energy on both devices."""
+    hw = load_hw("qe-paper-npu")
+    g = build_graph("qwen2vl-2b", stage="prefill", seq_len=64)
+    hw = hw.with_updates({"interconnect.link_bandwidth_gbps": 1.0})
+    r = estimate_parallel(g, hw, ParallelPlan(tp=2))
+    shard, _ = tp_shard(g, 2)
+    e = estimate_graph(shard, hw).energy
+    dyn = e["energy_j"] - e["by_class_j"]["static"]
+    want = 2 * dyn + 2 * e["static_w"] * r["latency_s"]
+    assert e["static_w"] > 0 and r["collective_s"] > 0
+    assert r["energy_j"] == pytest.approx(want, rel=1e-12)
+    assert r["avg_power_w"] == pytest.approx(want / r["latency_s"], rel=1e-12)
+    faster = estimate_parallel(g, hw.with_updates({"interconnect.link_bandwidth_gbps": 100.0}), ParallelPlan(tp=2))
+    assert faster["energy_j"] < r["energy_j"]
+
+
+def test_system_energy_board_power_config():
+    hw = load_hw("nvidia-a100")   # board power only: energy = devices x board power x pass time
+    g = build_graph("llama2-7b", stage="decode", context_len=128)
+    r = estimate_parallel(g, hw, ParallelPlan(tp=2))
+    assert r["energy_model"] == "board-power"
+    assert r["energy_j"] == pytest.approx(2 * hw.energy.board_power_w * r["latency_s"], rel=1e-9)

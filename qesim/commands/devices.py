@@ -81,6 +81,11 @@ def run_devices(args: argparse.Namespace, workload: dict) -> int:
         f"{m} {need[m] / gb:.2f} of {cap[m] / gb:.2f} GB" for m in ("hbm", "ddr") if need[m] or m == "hbm")
         + f" (weights {r['footprint']['weights'] / gb:.2f}, KV cache {r['footprint']['kv_cache'] / gb:.3f}): "
         + ("fits" if r["fits"] else "DOES NOT FIT"))
+    if r["energy_j"] is not None:
+        ept = r["energy_per_token_j"]
+        ept = f"{ept:.4g} J/token" if ept >= 1 else f"{ept * 1e3:.4g} mJ/token"
+        print(f"energy {r['energy_j']:.4g} J per pass on {r['devices']} devices ({ept}, {r['avg_power_w']:.4g} W average; dynamic {r['dynamic_j']:.4g} J, static over the pass "
+              f"{r['static_j']:.4g} J; {r['energy_note']})")
     if r["cycle_model_note"]:
         print(r["cycle_model_note"])
     return 0

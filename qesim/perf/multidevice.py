@@ -15,6 +15,13 @@ The cycle engine, when chosen, replays the schedule of ONE device's shard graph 
 stage separately); the collectives and the pipeline composition are added by these formulas, not
 simulated.
 
+Energy (joules per pass, :func:`system_energy`): every device is powered for the whole pass. Each
+device adds its shard's dynamic energy (the cost model's per-op energy minus its static part) once
+per micro-batch, and its static power (board power for configs that only publish that) times the
+pass latency, so collectives and the pipeline bubble cost static power on every device. Link
+energy of the collectives is not modelled (no sourced pJ/bit for the interconnects here): the
+result says so.
+
 Footprint (bytes per device, :func:`device_footprint`): weights of the shard (bits x elements,
 density, group scales ignored), adapters, embedding tables (unless tied), MoE experts held, and the
 KV cache (language attention only) at the end of the pass. Activations are not counted (they are a
@@ -33,7 +40,7 @@ from qesim.graph.ir import AttentionOp, EmbeddingOp, LayerGraph, LinearOp, MoEOp
 from qesim.graph.parallel import Comm, ParallelPlan, ep_shard, parse_parallel, pp_stages, tp_shard
 from qesim.perf.terms import collectives as C
 
-__all__ = ["device_footprint", "device_capacity", "estimate_parallel", "auto_plan"]
+__all__ = ["device_footprint", "device_capacity", "estimate_parallel", "auto_plan", "system_energy"]
 
 
 def _linear_weight_bytes(op: LinearOp) -> float:
@@ -149,7 +156,8 @@ def estimate_parallel(graph: LayerGraph, hw, plan: ParallelPlan, *, engine: str 
             comm[k] = comm.get(k, 0.0) + v
         fp = device_footprint(dg)
         rows.append(dict(stage=s, device_s=est.latency_s, collective_s=sum(comm.values()), collective_by_component=comm,
-                         footprint=fp, fits=_fits(fp, hw), bound=est.bound, graph=dg))
+                         footprint=fp, fits=_fits(fp, hw), bound=est.bound, graph=dg,
+                         energy=getattr(est, "energy", None)))
     t_stage = [r["device_s"] + r["collective_s"] for r in rows]
     p = plan.pp
     p2p = float(C.p2p_s(p2p_bytes, ic.bytes_per_s, ic.latency_s)) if p > 1 else 0.0
@@ -160,7 +168,8 @@ def estimate_parallel(graph: LayerGraph, hw, plan: ParallelPlan, *, engine: str 
         total, bubble = t_stage[0], 0.0
     tokens = graph.batch * graph.seq_len
     worst = max(rows, key=lambda r: r["footprint"]["total"])
-    return dict(
+    energy = system_energy([r["energy"] for r in rows], plan.tp * plan.ep, m, total, tokens)
+    return dict(**energy,
         devices=n, parallel=plan.label(), tp=plan.tp, pp=plan.pp, ep=plan.ep, micro_batches=m, engine=engine,
         latency_s=total, tokens_per_s=tokens / total if total > 0 else float("inf"),
         device_s=sum(r["device_s"] for r in rows) if p == 1 else max(r["device_s"] for r in rows),
@@ -179,6 +188,35 @@ def estimate_parallel(graph: LayerGraph, hw, plan: ParallelPlan, *, engine: str 
         cycle_model_note=("cycle engine: each device's shard schedule is replayed; collectives and the pipeline "
                           "are added analytically, not simulated") if engine == "cycle" else None,
     )
+
+
+def system_energy(stages: list, devices_per_stage: int, micro_batches: int, latency_s: float, tokens: int) -> dict:
+    """Energy of a multi-device pass (module docstring), in joules.
+
+    Args:
+        stages: per pipeline stage, the ``energy`` object of one device's shard estimate
+            (``energy_j``, ``static_w``, ``by_class_j`` over one micro-batch; None if not known).
+        devices_per_stage: devices running each stage's shard (tp x ep).
+        micro_batches: micro-batches each stage runs.
+        latency_s: the pass latency (seconds); every device draws its static power for all of it.
+        tokens: tokens of the pass (for the per-token figure).
+    """
+    if not stages or any(e is None or e.get("energy_j") is None for e in stages):
+        return dict(energy_j=None, energy_per_token_j=None, avg_power_w=None, energy_model="none",
+                    energy_note="energy not known for this config")
+    dyn = static = 0.0
+    for e in stages:
+        static_j = float(e.get("by_class_j", {}).get("static", 0.0))
+        d = float(e["energy_j"]) - static_j
+        if abs(d) <= 1e-9 * abs(float(e["energy_j"])):  # board-power model: all static (float residue)
+            d = 0.0
+        dyn += devices_per_stage * micro_batches * d
+        static += devices_per_stage * float(e.get("static_w") or 0.0) * latency_s
+    total = dyn + static
+    return dict(energy_j=total, dynamic_j=dyn, static_j=static,
+                energy_per_token_j=total / tokens if tokens else None,
+                avg_power_w=total / latency_s if latency_s > 0 else None, energy_model=stages[0].get("model"),
+                energy_note="link energy of the collectives not modelled (no sourced pJ/bit)")
 
 
 def _valid_tp(graph: LayerGraph, tp: int) -> bool:
