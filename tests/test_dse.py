@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from qesim.dse.evaluate import OUTPUT_COLUMNS, evaluate_space
+from qesim.dse.evaluate import OUTPUT_COLUMNS, Evaluator, evaluate_space
 from qesim.dse.pareto import pareto_front, pareto_mask
 from qesim.dse.space import load_space, space_from_dict
 from qesim.errors import InputError
@@ -272,3 +272,50 @@ def test_moe_models_sweep_and_equal_exact(model):
     fast = evaluate_space(sp)
     assert len(fast) == 3 * 2 * 2 and np.isfinite(fast.cycles).all()
     _compare(fast, evaluate_space(sp, exact=True))
+
+
+def test_devices_and_parallel_sweep_axes_equal_the_multi_device_estimate():
+    """devices / parallel as workload axes: the vectorised rows equal --exact and the CLI's
+    multi-device estimate (qesim.perf.multidevice.estimate_parallel) point by point."""
+    from qesim.graph.builders import build_graph
+    from qesim.graph.parallel import parse_parallel
+    from qesim.perf.multidevice import estimate_parallel
+
+    sp = space_from_dict({"space": {
+        "base": "flightllm-u280", "sampling": "random", "samples": 3, "seed": 5,
+        "hw": {"hbm.bandwidth_gbps": {"min": 100, "max": 2000, "scale": "log"},
+               "interconnect.link_bandwidth_gbps": [5.0, 50.0]},
+        "workload": {"model": "qwen2vl-2b", "setting": ["W16A16", "W4A8"], "method": "none",
+                     "devices": [1, 2, 4], "parallel": ["tp", "pp", "tp*pp"]},
+        "scenarios": [{"stage": "prefill", "seq_len": 32}, {"stage": "decode", "context_len": 128, "batch": 2}],
+    }}, "test")
+    fast = evaluate_space(sp)
+    exact = evaluate_space(sp, exact=True)
+    _compare(fast, exact)
+    # devices 1: one row ("tp"); tp*pp on 2 or 4 devices is all tensor parallel (tp = the largest power of 2 <= 8)
+    assert set(fast["parallel"]) == {"tp", "tp2", "pp2", "tp4", "pp4"}
+    for _, r in fast[fast["devices"] > 1].sample(8, random_state=0).iterrows():
+        hw = Evaluator(sp).point_hw(r.to_dict())
+        kw = dict(stage=r["stage"], seq_len=int(r["seq_len"]), context_len=int(r["context_len"]), batch=int(r["batch"]),
+                  setting=r["setting"], method=r["method"])
+        g = build_graph("qwen2vl-2b", **kw)
+        mg = (lambda b, kw=kw: build_graph("qwen2vl-2b", **{**kw, "batch": b})) if kw["batch"] > 1 else None
+        ref = estimate_parallel(g, hw, parse_parallel(r["parallel"], int(r["devices"])), micro_graph=mg)
+        assert r["latency_s"] == pytest.approx(ref["latency_s"], rel=1e-9)
+        assert r["energy_per_token_j"] == pytest.approx(ref["energy_per_token_j"], rel=1e-9)
+        assert bool(r["fits"]) == ref["fits"]
+
+
+@pytest.mark.parametrize("workload, match", [
+    ({"devices": 0}, "space.workload.devices: must be an integer >= 1"),
+    ({"devices": 2, "parallel": "tp2*pp2"}, "space.workload.parallel"),
+    ({"devices": 2, "parallel": ""}, "space.workload.parallel"),
+    ({"devices": 5, "parallel": "tp"}, "not divisible by 5"),   # qwen2vl-2b heads / widths
+])
+def test_devices_axis_bad_values_are_refused_before_the_sweep(workload, match):
+    from qesim.dse.runner import check_space
+
+    with pytest.raises(InputError, match=match):
+        sp = space_from_dict({"space": {"base": "flightllm-u280", "workload": {"model": "qwen2vl-2b", **workload}}},
+                             "test")
+        check_space(sp)

@@ -49,6 +49,16 @@ def _baseline(w: dict) -> dict:
     return fp16_baseline(w)
 
 
+def _plan(w: dict):
+    """The ParallelPlan of a multi-device workload, or None for one device."""
+    d = int(w.get("devices") or 1)
+    if d == 1:
+        return None
+    from qesim.graph.parallel import parse_parallel
+
+    return parse_parallel(str(w.get("parallel") or "tp"), d)
+
+
 def _native(v):
     return v.item() if isinstance(v, np.generic) else v
 
@@ -56,9 +66,7 @@ def _native(v):
 class Evaluator:
     """Caches graphs, structural configs and compiled graphs across chunks of one space."""
 
-    def __init__(self, space: Space, verify: bool = True):
-        # ``verify`` is accepted for callers of the former two-model design; there is one cost
-        # model now, so there is nothing to cross-check at run time
+    def __init__(self, space: Space):
         self.space = space
         self.struct_paths = [p for p in space.hw_paths if not is_vector_field(p)]
         self.vector_paths = [p for p in space.hw_paths if is_vector_field(p)]
@@ -67,6 +75,8 @@ class Evaluator:
         self._compiled: dict = {}
         self._base_cache: dict = {}
         self._footprints: dict = {}
+        self._structures: dict = {}
+        self._shard_compiled: dict = {}
 
     # ---------------------------------------------------------------- caches
     def graph(self, w: dict):
@@ -89,6 +99,35 @@ class Evaluator:
         if cg is None:
             cg = self._compiled[key] = CompiledGraph(self.graph(w), self.struct_hw(skey))
         return cg
+
+    def multi(self, skey: tuple, w: dict, hv: HwPoints) -> dict:
+        """A multi-device workload at the points ``hv`` (:func:`qesim.perf.multidevice.parallel_points`;
+        the shard graphs and their lowerings are kept across chunks)."""
+        from qesim.perf.multidevice import parallel_points, parallel_structure
+
+        plan, hw, g = _plan(w), self.struct_hw(skey), self.graph(w)
+        key = (skey, tuple(w[k] for k in WORKLOAD_FIELDS))
+        st = self._structures.get(key)
+        if st is None:
+            mg = (lambda b: self.graph({**w, "batch": b})) if int(w["batch"]) > 1 else None
+            st = self._structures[key] = parallel_structure(g, hw, plan, micro_graph=mg)
+
+        def compiled_of(dg):
+            ck = (key, id(dg))
+            hit = self._shard_compiled.get(ck)
+            if hit is None:
+                hit = self._shard_compiled[ck] = (dg, CompiledGraph(dg, hw))
+            return hit[1]
+
+        return parallel_points(g, hw, plan, hv, compiled_of, structure=st)
+
+    def _cycles_latency(self, skey: tuple, w: dict, hv: HwPoints):
+        """(cycles, latency_s) arrays of workload ``w`` at ``hv`` (one device or a system)."""
+        if _plan(w) is not None:
+            r = self.multi(skey, w, hv)
+            return r["cycles"], r["latency_s"]
+        res = self.compiled(skey, w).evaluate(hv)
+        return res.cycles, res.latency_s
 
     def hwvec(self, rep, rows) -> HwPoints:
         """The point fields of ``rows`` (a dict of arrays: ``point_id`` and the hardware axes;
@@ -137,28 +176,46 @@ class Evaluator:
             sel = slice(None) if len(sel) == n else sel
             rep = self.struct_hw(skey)
             hv = self.hwvec(rep, rows)
+            for c, v in self._columns(skey, w, rows, hv).items():
+                out[c][sel] = v
+        return out
+
+    def _columns(self, skey: tuple, w: dict, rows: dict, hv: HwPoints) -> dict:
+        """The output columns of workload ``w`` at the points ``hv`` (arrays, or numbers that hold
+        for all of them). A multi-device workload: the system's latency, energy, area and cost;
+        bytes, utilisation and buffers of one device of the first stage; the footprint of the
+        fullest device."""
+        out = {"hw": self.space.base.name}
+        if _plan(w) is not None:
+            r = self.multi(skey, w, hv)
+            res, cycles, lat, bound = r["first"], r["cycles"], r["latency_s"], r["bound"]
+            util = {k: res.busy[b] / cycles for k, b in (("mpe", "compute"), ("sfu", "sfu"), ("hbm", "hbm"),
+                                                          ("ddr", "ddr"))}
+            e = r["energy"]
+            energy = {"energy_per_token_j": e["energy_per_token_j"], "avg_power_w": e["avg_power_w"],
+                      "area_mm2": r["area_mm2"], "cost_usd": r["cost_usd"]}
+            need = r["need_bytes_by_memory"]
+            fp_cols = (need["hbm"], need.get("ddr", 0.0), r["fits"])
+        else:
             res = self.compiled(skey, w).evaluate(hv)
-            base_cycles, base_lat = self._baseline(skey, w, rows, hv, res)
-            out["hw"][sel] = self.space.base.name
-            out["cycles"][sel] = res.cycles
-            out["latency_s"][sel] = res.latency_s
-            out["tokens_per_s"][sel] = res.tokens_per_s
-            out["bound"][sel] = res.bound
-            out["speedup"][sel] = base_cycles / res.cycles
-            out["baseline_latency_s"][sel] = base_lat
-            out["hbm_bytes"][sel] = res.bytes["hbm"]
-            out["ddr_bytes"][sel] = res.bytes["ddr"]
-            util = res.utilization()
-            for k in ("mpe", "sfu", "hbm", "ddr"):
-                out[f"util_{k}"][sel] = util[k]
-            out["sram_bytes"][sel] = sum(hv.buf[k] for k in ("weight_bytes", "act_bytes", "out_bytes", "adapter_bytes"))
-            out["mpe_macs_per_cycle"][sel] = hv.peak_mm_rate()
-            for col, f in ENERGY_COLUMNS.items():
-                v = getattr(res.energy, f) if res.energy is not None else None
-                out[col][sel] = np.nan if v is None else v
+            cycles, lat, bound, util = res.cycles, res.latency_s, res.bound, res.utilization()
+            energy = {col: (getattr(res.energy, f) if res.energy is not None else None)
+                      for col, f in ENERGY_COLUMNS.items()}
             fp = self.footprint(skey, w)
-            out["footprint_hbm_bytes"][sel], out["footprint_ddr_bytes"][sel] = fp.bytes["hbm"], fp.bytes.get("ddr", 0.0)
-            out["fits"][sel] = fp.fits
+            fp_cols = (fp.bytes["hbm"], fp.bytes.get("ddr", 0.0), fp.fits)
+        base_cycles, base_lat = self._baseline(skey, w, rows, hv, cycles, lat)
+        tokens = res.tokens
+        with np.errstate(divide="ignore"):
+            out.update(cycles=cycles, latency_s=lat, tokens_per_s=tokens / np.asarray(lat, dtype=float),
+                       bound=bound, speedup=base_cycles / cycles, baseline_latency_s=base_lat,
+                       hbm_bytes=res.bytes["hbm"], ddr_bytes=res.bytes["ddr"])
+        for k in ("mpe", "sfu", "hbm", "ddr"):
+            out[f"util_{k}"] = util[k]
+        out["sram_bytes"] = sum(hv.buf[k] for k in ("weight_bytes", "act_bytes", "out_bytes", "adapter_bytes"))
+        out["mpe_macs_per_cycle"] = hv.peak_mm_rate()
+        for col, v in energy.items():
+            out[col] = np.nan if v is None else v
+        out["footprint_hbm_bytes"], out["footprint_ddr_bytes"], out["fits"] = fp_cols
         return out
 
     def footprint(self, skey: tuple, w: dict):
@@ -188,7 +245,7 @@ class Evaluator:
                   for g in range(len(first))]
         return sorted(groups, key=lambda gs: gs[1][0])
 
-    def _baseline(self, skey, w, rows, hv, res):
+    def _baseline(self, skey, w, rows, hv, cycles, latency_s):
         """Cycles and latency of the W16A16 graph on the same points, cached by hardware point
         (``point_id mod n_hw``: every workload runs on the same hardware points)."""
         bw = _baseline(w)
@@ -199,15 +256,14 @@ class Evaluator:
         if cache is None:
             cache = self._base_cache[key] = (np.full(n_hw, np.nan), np.full(n_hw, np.nan))
         if bw == w:
-            cache[0][hidx], cache[1][hidx] = res.cycles, res.latency_s
-            return res.cycles, res.latency_s
+            cache[0][hidx], cache[1][hidx] = cycles, latency_s
+            return cycles, latency_s
         cyc, lat = cache[0][hidx], cache[1][hidx]
         miss = np.isnan(cyc)
         if miss.any():
             sel = np.flatnonzero(miss)
             sub = self.hwvec(self.struct_hw(skey), {c: v[sel] for c, v in rows.items()})
-            b = self.compiled(skey, bw).evaluate(sub)
-            cache[0][hidx[miss]], cache[1][hidx[miss]] = b.cycles, b.latency_s
+            cache[0][hidx[miss]], cache[1][hidx[miss]] = self._cycles_latency(skey, bw, sub)
             cyc, lat = cache[0][hidx], cache[1][hidx]
         return cyc, lat
 
@@ -236,6 +292,16 @@ class Evaluator:
 
         hw = self.point_hw(row)
         w = {k: _native(row[k]) for k in WORKLOAD_FIELDS}
+        if _plan(w) is not None:  # a system: the same composition at n = 1 of the point's own config
+            from qesim.perf.estimate import compiled_graph
+
+            cols = {"point_id": np.array([row["point_id"]]), **{p: np.array([row[p]]) for p in self.space.hw_paths}}
+            one = Evaluator(self.space)
+            one.struct_hw = lambda skey: hw  # noqa: E731  (the point's full config as its structure)
+            one.hwvec = lambda rep, rows: HwPoints.of(hw)  # noqa: E731
+            one.compiled = lambda skey, ww: compiled_graph(one.graph(ww), hw)  # noqa: E731
+            res = one._columns((), w, cols, HwPoints.of(hw))
+            return {c: (_native(np.ravel(v)[0]) if np.ndim(v) else v) for c, v in res.items()}
         est = estimate_graph(self.graph(w), hw)
         base = estimate_graph(self.graph(_baseline(w)), hw)
         u = est.utilization()
@@ -257,19 +323,18 @@ class Evaluator:
 _EVALUATORS: dict = {}
 
 
-def evaluator_for(space: Space, verify: bool = True) -> Evaluator:
+def evaluator_for(space: Space) -> Evaluator:
     """One Evaluator per space per process (workers reuse it across chunks)."""
-    key = (space.fingerprint(), verify)
+    key = space.fingerprint()
     ev = _EVALUATORS.get(key)
     if ev is None:
         if len(_EVALUATORS) > 8:
             _EVALUATORS.clear()
-        ev = _EVALUATORS[key] = Evaluator(space, verify)
+        ev = _EVALUATORS[key] = Evaluator(space)
     return ev
 
 
-def evaluate_space(space: Space, exact: bool = False, verify: bool = True,
-                   points: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+def evaluate_space(space: Space, exact: bool = False, points: Optional[pd.DataFrame] = None) -> pd.DataFrame:
     """All points of ``space`` in memory (no files): the library entry point for small spaces."""
     pts = space.points() if points is None else points
-    return evaluator_for(space, verify).evaluate(pts, exact=exact)
+    return evaluator_for(space).evaluate(pts, exact=exact)

@@ -60,7 +60,7 @@ CHUNK_MAX = 65536  # points per chunk at most: a kill loses at most this many pe
 CHUNK_MIN = 2048  # below this the per-call overhead of the vectorised kernel shows
 CHUNKS_PER_WORKER = 4  # load balance: no worker idles while another finishes a big chunk
 
-_STR_WORKLOAD = ("model", "setting", "method", "stage", "image_size", "quantize")
+_STR_WORKLOAD = ("model", "setting", "method", "stage", "image_size", "quantize", "parallel")
 _WRITE_OPTS = dict(compression="snappy", write_statistics=["point_id"])
 
 

@@ -60,12 +60,14 @@ from qesim.hw.config import HardwareConfig
 from qesim.perf.points import is_point_field
 
 WORKLOAD_FIELDS = ("model", "setting", "method", "stage", "seq_len", "context_len", "batch", "density", "group_size",
-                   "images", "image_size", "quantize")
+                   "images", "image_size", "quantize", "devices", "parallel")
 #: images / image_size / quantize: a whole VLM request (qesim.graph.vision; images per sequence, WxH px,
 #: quantized parts L,V,M); images 0 + quantize L = the text-only graph
+#: devices / parallel: a multi-device system (qesim.perf.multidevice; ``--devices N --parallel P`` of
+#: ``qesim estimate``: tp | pp | ep | tp*pp | tp2*pp4 ...); devices 1 = one device (parallel ignored)
 WORKLOAD_DEFAULTS = dict(model="qwen2vl-7b", setting="W16A16", method="none", stage="prefill", seq_len=128,
                          context_len=0, batch=1, density=1.0, group_size=0, images=0, image_size="448x448",
-                         quantize="L")
+                         quantize="L", devices=1, parallel="tp")
 PSEUDO_AXES = ("scale.macs", "scale.buffers")
 #: values of one hardware axis, and points of a whole space, at most (a grid beyond them is refused
 #: before anything is enumerated; the robust helper's bound, issue 12)
@@ -444,6 +446,12 @@ def _workloads(raw: dict, src: str) -> list[dict]:
         elif k == "images":
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise _fail(src, where, f"must be an integer >= 0 (got {v!r})")
+        elif k == "devices":
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise _fail(src, where, f"must be an integer >= 1 (got {v!r})")
+        elif k == "parallel":
+            if not isinstance(v, str) or not v.strip():
+                raise _fail(src, where, f"must be tp, pp, ep, tp*pp or an explicit plan like tp2*pp4 (got {v!r})")
         elif k in ("image_size", "quantize"):
             from qesim.graph.vision import parse_image_size, parse_quantize
 
@@ -473,6 +481,15 @@ def _workloads(raw: dict, src: str) -> list[dict]:
                 w["method"] = "none"  # nothing is quantized, so no adapter is attached (build_graph)
             if w["stage"] == "decode":
                 w["seq_len"] = 1  # one new token per sequence (what the graph records)
+            if w["devices"] == 1:
+                w["parallel"] = "tp"  # one device: nothing to parallelise (one row, not one per plan)
+            else:
+                from qesim.graph.parallel import parse_parallel
+
+                try:
+                    w["parallel"] = parse_parallel(str(w["parallel"]), w["devices"]).label()
+                except InputError as e:
+                    raise _fail(src, "space.workload.parallel", str(e)) from None
             key = tuple(w[k] for k in names)
             if key not in seen:
                 seen.add(key)

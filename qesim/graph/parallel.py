@@ -196,7 +196,8 @@ def _layer_range_repeat(r: int, L: int, lo: int, hi: int) -> int:
 def pp_stages(graph: LayerGraph, pp: int, act_bytes: int = 2) -> tuple[list[LayerGraph], float]:
     """``pp`` stage graphs (contiguous decoder layers; vision, merger and embedding on stage 0, final
     norm and lm_head on the last) and the bytes sent between consecutive stages per micro-batch pass
-    (tokens x hidden x act_bytes)."""
+    (tokens x hidden x act_bytes). A tied lm_head whose embedding sits on another stage holds its own
+    copy of the weights (``weight_shared_with`` cleared on that stage)."""
     if pp == 1:
         return [graph], 0.0
     L = int(graph.meta.get("layers") or max(op.repeat for op in graph.ops if op.component == "language"))
@@ -218,6 +219,10 @@ def pp_stages(graph: LayerGraph, pp: int, act_bytes: int = 2) -> tuple[list[Laye
                     ops.append(op)
             elif s == pp - 1:
                 ops.append(op)
+        names = {op.name for op in ops}
+        # a weight shared with an op on another stage (tied lm_head / embedding) is a copy held here
+        ops = [op.model_copy(update=dict(weight_shared_with=None))
+               if getattr(op, "weight_shared_with", None) and op.weight_shared_with not in names else op for op in ops]
         g = graph.model_copy(update=dict(ops=ops, name=f"{graph.name}-pp{s}of{pp}",
                                          meta=dict(graph.meta, pp_stage=s, pp=pp, stage_layers=hi - lo)))
         stages.append(LayerGraph.model_validate(g.model_dump()))

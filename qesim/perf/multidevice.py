@@ -32,6 +32,8 @@ for tensors placed in DDR).
 from __future__ import annotations
 
 import math
+
+import numpy as np
 from dataclasses import asdict
 from typing import Optional
 
@@ -40,7 +42,8 @@ from qesim.graph.ir import AttentionOp, EmbeddingOp, LayerGraph, LinearOp, MoEOp
 from qesim.graph.parallel import Comm, ParallelPlan, ep_shard, parse_parallel, pp_stages, tp_shard
 from qesim.perf.terms import collectives as C
 
-__all__ = ["device_footprint", "device_capacity", "estimate_parallel", "auto_plan", "system_energy"]
+__all__ = ["device_footprint", "device_capacity", "estimate_parallel", "parallel_points", "auto_plan",
+           "system_energy", "parallel_structure", "compose"]
 
 
 def _linear_weight_bytes(op: LinearOp) -> float:
@@ -121,14 +124,12 @@ def _with_batch(graph: LayerGraph, model_builder, batch: int) -> LayerGraph:
     return model_builder(batch)
 
 
-def estimate_parallel(graph: LayerGraph, hw, plan: ParallelPlan, *, engine: str = "analytical",
-                      micro_graph=None, micro_batches: Optional[int] = None) -> dict:
-    """The multi-device estimate of ``graph`` under ``plan`` (see the module docstring).
-
-    ``micro_graph(b)`` rebuilds the request at ``b`` sequences (PP micro-batches); without it the
-    pipeline runs the whole batch as one micro-batch."""
-    from qesim.perf.engines import run_engine
-
+def parallel_structure(graph: LayerGraph, hw, plan: ParallelPlan, *, micro_graph=None,
+                       micro_batches: Optional[int] = None):
+    """The structure of a multi-device pass: ``(m, stages, p2p_s)`` with ``m`` micro-batches, per
+    pipeline stage ``(shard graph of one device, collective seconds by component)`` and the
+    stage-to-stage send time (seconds). Interconnect fields are structural, so the collective
+    times are numbers, not per-point arrays. An :class:`InputError` for a plan the config cannot run."""
     n = plan.devices
     if n > 1 and hw.interconnect is None:
         raise InputError(f"hardware {hw.name!r} has no interconnect section: --devices > 1 needs one "
@@ -146,26 +147,49 @@ def estimate_parallel(graph: LayerGraph, hw, plan: ParallelPlan, *, engine: str 
             g_mb = micro_graph(graph.batch // m)
         elif m > 1:
             m = 1
-    stages, p2p_bytes = pp_stages(g_mb, plan.pp)
-    rows = []
-    for s, sg in enumerate(stages):
+    stage_graphs, p2p_bytes = pp_stages(g_mb, plan.pp)
+    stages = []
+    for sg in stage_graphs:
         dg, ctp, cep = _shard(sg, plan)
-        est = run_engine(engine, dg, hw)
         comm = _comm_s(ctp, plan.tp, ic) if plan.tp > 1 else {}
         for k, v in (_comm_s(cep, plan.ep, ic) if plan.ep > 1 else {}).items():
             comm[k] = comm.get(k, 0.0) + v
+        stages.append((dg, comm))
+    p2p = float(C.p2p_s(p2p_bytes, ic.bytes_per_s, ic.latency_s)) if plan.pp > 1 else 0.0
+    return m, stages, p2p
+
+
+def compose(t_stage: list, pp: int, m: int, p2p_s: float):
+    """``(total, bubble)`` seconds of a pass whose stages take ``t_stage`` (device + collectives,
+    per micro-batch; numbers or per-point arrays): one stage alone, else GPipe
+    ``(m + p - 1) * max t_s + (p - 1) * p2p`` with bubble ``(p - 1) * max t_s``."""
+    if pp == 1:
+        return t_stage[0], 0.0 * t_stage[0]
+    worst = np.maximum.reduce([np.asarray(t, dtype=float) for t in t_stage])
+    return C.pipeline_s(worst, pp, m) + (pp - 1) * p2p_s, (pp - 1) * worst
+
+
+def estimate_parallel(graph: LayerGraph, hw, plan: ParallelPlan, *, engine: str = "analytical",
+                      micro_graph=None, micro_batches: Optional[int] = None) -> dict:
+    """The multi-device estimate of ``graph`` under ``plan`` (see the module docstring).
+
+    ``micro_graph(b)`` rebuilds the request at ``b`` sequences (PP micro-batches); without it the
+    pipeline runs the whole batch as one micro-batch."""
+    from qesim.perf.engines import run_engine
+
+    n = plan.devices
+    ic = hw.interconnect
+    m, stages, p2p = parallel_structure(graph, hw, plan, micro_graph=micro_graph, micro_batches=micro_batches)
+    rows = []
+    for s, (dg, comm) in enumerate(stages):
+        est = run_engine(engine, dg, hw)
         fp = device_footprint(dg)
         rows.append(dict(stage=s, device_s=est.latency_s, collective_s=sum(comm.values()), collective_by_component=comm,
                          footprint=fp, fits=_fits(fp, hw), bound=est.bound, graph=dg,
                          energy=getattr(est, "energy", None)))
     t_stage = [r["device_s"] + r["collective_s"] for r in rows]
     p = plan.pp
-    p2p = float(C.p2p_s(p2p_bytes, ic.bytes_per_s, ic.latency_s)) if p > 1 else 0.0
-    if p > 1:
-        total = float(C.pipeline_s(max(t_stage), p, m)) + (p - 1) * p2p
-        bubble = (p - 1) * max(t_stage)
-    else:
-        total, bubble = t_stage[0], 0.0
+    total, bubble = (float(x) for x in compose(t_stage, p, m, p2p))
     tokens = graph.batch * graph.seq_len
     worst = max(rows, key=lambda r: r["footprint"]["total"])
     energy = system_energy([r["energy"] for r in rows], plan.tp * plan.ep, m, total, tokens)
@@ -190,33 +214,82 @@ def estimate_parallel(graph: LayerGraph, hw, plan: ParallelPlan, *, engine: str 
     )
 
 
-def system_energy(stages: list, devices_per_stage: int, micro_batches: int, latency_s: float, tokens: int) -> dict:
+def system_energy(stages: list, devices_per_stage: int, micro_batches: int, latency_s, tokens: int) -> dict:
     """Energy of a multi-device pass (module docstring), in joules.
 
     Args:
-        stages: per pipeline stage, the ``energy`` object of one device's shard estimate
-            (``energy_j``, ``static_w``, ``by_class_j`` over one micro-batch; None if not known).
+        stages: per pipeline stage, the energy of one device's shard over one micro-batch: a dict
+            with ``energy_j``, ``static_w`` and ``by_class_j["static"]`` (numbers, or per-point arrays;
+            None if not known), e.g. the ``energy`` object of an estimate.
         devices_per_stage: devices running each stage's shard (tp x ep).
         micro_batches: micro-batches each stage runs.
-        latency_s: the pass latency (seconds); every device draws its static power for all of it.
+        latency_s: the pass latency (seconds; number or per-point array): every device draws its
+            static power for all of it.
         tokens: tokens of the pass (for the per-token figure).
     """
     if not stages or any(e is None or e.get("energy_j") is None for e in stages):
-        return dict(energy_j=None, energy_per_token_j=None, avg_power_w=None, energy_model="none",
-                    energy_note="energy not known for this config")
+        return dict(energy_j=None, dynamic_j=None, static_j=None, energy_per_token_j=None, avg_power_w=None,
+                    energy_model="none", energy_note="energy not known for this config")
+    scalar = np.ndim(latency_s) == 0 and all(np.ndim(e["energy_j"]) == 0 for e in stages)
     dyn = static = 0.0
     for e in stages:
-        static_j = float(e.get("by_class_j", {}).get("static", 0.0))
-        d = float(e["energy_j"]) - static_j
-        if abs(d) <= 1e-9 * abs(float(e["energy_j"])):  # board-power model: all static (float residue)
-            d = 0.0
-        dyn += devices_per_stage * micro_batches * d
-        static += devices_per_stage * float(e.get("static_w") or 0.0) * latency_s
+        ej = np.asarray(e["energy_j"], dtype=float)
+        d = ej - np.asarray(e.get("by_class_j", {}).get("static", 0.0), dtype=float)
+        d = np.where(np.abs(d) <= 1e-9 * np.abs(ej), 0.0, d)  # board-power model: all static (float residue)
+        dyn = dyn + devices_per_stage * micro_batches * d
+        sw = e.get("static_w")
+        static = static + devices_per_stage * np.asarray(0.0 if sw is None else sw, dtype=float) * latency_s
     total = dyn + static
-    return dict(energy_j=total, dynamic_j=dyn, static_j=static,
-                energy_per_token_j=total / tokens if tokens else None,
-                avg_power_w=total / latency_s if latency_s > 0 else None, energy_model=stages[0].get("model"),
-                energy_note="link energy of the collectives not modelled (no sourced pJ/bit)")
+    lat = np.asarray(latency_s, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        power = np.where(lat > 0, total / np.where(lat > 0, lat, 1.0), np.nan)
+    out = dict(energy_j=total, dynamic_j=dyn, static_j=static,
+               energy_per_token_j=total / tokens if tokens else None, avg_power_w=power)
+    if scalar:
+        out = {k: (None if v is None else float(v)) for k, v in out.items()}
+        if out["avg_power_w"] is not None and math.isnan(out["avg_power_w"]):
+            out["avg_power_w"] = None
+    out.update(energy_model=stages[0].get("model"),
+               energy_note="link energy of the collectives not modelled (no sourced pJ/bit)")
+    return out
+
+
+def parallel_points(graph: LayerGraph, hw, plan: ParallelPlan, pts, compiled_of, *, micro_graph=None,
+                    micro_batches: Optional[int] = None, structure=None) -> dict:
+    """A multi-device pass at every point of ``pts`` (HwPoints of ``hw``'s structure): the same
+    structure and composition as :func:`estimate_parallel`, each stage's shard costed by the
+    vectorised cost model (``compiled_of(graph)`` -> its CompiledGraph). Per-point arrays (seconds,
+    cycles of the point's clock, bytes and busy cycles of one device of the first stage, energy of
+    the system); numbers for what the structure fixes (footprint, fits). ``structure``: the
+    :func:`parallel_structure` of the same arguments, if the caller keeps it across calls."""
+    m, stages, p2p = structure or parallel_structure(graph, hw, plan, micro_graph=micro_graph,
+                                                     micro_batches=micro_batches)
+    res = [compiled_of(dg).evaluate(pts) for dg, _ in stages]
+    coll = [sum(comm.values()) for _, comm in stages]
+    t_stage = [r.latency_s + c for r, c in zip(res, coll)]
+    total, bubble = compose(t_stage, plan.pp, m, p2p)
+    device_s = res[0].latency_s if plan.pp == 1 else np.maximum.reduce([r.latency_s for r in res])
+    collective_s = sum(coll) * (m if plan.pp > 1 else 1)
+    tokens = graph.batch * graph.seq_len
+    energies = []
+    for r in res:
+        e = r.energy
+        if e is None or e.total_j is None:
+            energies.append(None)
+            continue
+        st = e.by_class_j.get("static")
+        energies.append(dict(energy_j=e.total_j, static_w=e.static_w, model=e.model,
+                             by_class_j={"static": np.asarray(st, dtype=float).sum(axis=0) if st is not None else 0.0}))
+    energy = system_energy(energies, plan.tp * plan.ep, m, total, tokens)
+    fps = [device_footprint(dg) for dg, _ in stages]
+    worst = max(fps, key=lambda f: f["total"])
+    e0 = res[0].energy
+    return dict(latency_s=total, cycles=total * pts.freq_hz, tokens=tokens, device_s=device_s,
+                collective_s=collective_s, bubble_s=bubble, first=res[0],
+                bound=np.where(collective_s > device_s, "collective", res[0].bound),
+                energy=energy, area_mm2=None if e0 is None or e0.area_mm2 is None else e0.area_mm2 * plan.devices,
+                cost_usd=None if e0 is None or e0.cost_usd is None else e0.cost_usd * plan.devices,
+                need_bytes_by_memory=memory_need(worst, hw), fits=all(_fits(f, hw) for f in fps))
 
 
 def _valid_tp(graph: LayerGraph, tp: int) -> bool:
