@@ -747,8 +747,8 @@ def _buffer_groups(w_raw, a_raw, o_raw, wb, ab, ob):
 
 def _arrays(w_buf, a_buf, o_buf, macs_per_cycle, extra_cycles, w_bpc, a_bpc):
     args = (w_buf, a_buf, o_buf, macs_per_cycle, extra_cycles, w_bpc, a_bpc)
-    if all(np.size(v) == 1 and np.ndim(v) <= 1 for v in args):  # one point: no broadcasting machinery
-        return 1, [np.array([float(np.reshape(v, -1)[0]) if np.ndim(v) else float(v)]) for v in args]
+    if all(isinstance(v, (float, int)) or (isinstance(v, np.ndarray) and v.shape in ((), (1,))) for v in args):
+        return 1, [np.array([float(v) if isinstance(v, (float, int)) else float(v.reshape(-1)[0])]) for v in args]
     cols = [np.asarray(v, dtype=float) for v in (w_buf, a_buf, o_buf, macs_per_cycle, extra_cycles, w_bpc, a_bpc)]
     shape = np.broadcast_shapes(*(c.shape for c in cols))
     if len(shape) > 1:

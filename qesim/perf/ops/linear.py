@@ -237,7 +237,16 @@ class LoweredLinear(Lowered):
                       shape=(op.tokens, op.out_features, op.in_features), actions=self.actions(p))
 
     def actions(self, p) -> dict:
-        """Energy action counts of one call with the tiling ``p`` (:func:`qesim.perf.terms.actions.linear_actions`)."""
+        """Energy action counts of one call with the tiling ``p`` (:func:`qesim.perf.terms.actions.linear_actions`);
+        a pure function of the op and the tiling, so the last answer is kept for the same PlanArrays."""
+        last = getattr(self, "_last_actions", None)
+        if last is not None and last[0] is p:
+            return last[1]
+        a = self._actions(p)
+        self._last_actions = (p, a)
+        return a
+
+    def _actions(self, p) -> dict:
         from qesim.perf.terms.actions import linear_actions
 
         op, t = self.op, self.terms
