@@ -103,7 +103,9 @@ class HwPoints:
 
     @staticmethod
     def of(hw: HardwareConfig) -> "HwPoints":
-        """The single point of ``hw`` (n = 1), memoised per config object (its arrays are read-only)."""
+        """The single point of ``hw`` (n = 1), memoised per config object (its arrays are read-only).
+        Like every memo of the cost model it treats a config as immutable: change one with
+        ``with_updates`` (a new object), never by assigning to its fields."""
         hit = _OF.get(id(hw))
         if hit is not None and hit[0] is hw:
             return hit[1]
