@@ -319,3 +319,19 @@ def test_devices_axis_bad_values_are_refused_before_the_sweep(workload, match):
         sp = space_from_dict({"space": {"base": "flightllm-u280", "workload": {"model": "qwen2vl-2b", **workload}}},
                              "test")
         check_space(sp)
+
+
+def test_structure_of_derived_configs():
+    """with_updates of point fields only shares the parent's structural key (no re-lowering, no
+    model_dump per what-if point); a structural update or a model_copy(update=...) does not."""
+    from qesim.hw.loader import load_hw
+    from qesim.perf.estimate import _struct_key
+    from qesim.perf.points import structural_key
+
+    hw = load_hw("nvidia-a100")
+    d = hw.with_updates({"hbm.bandwidth_gbps": 1000.0, "buffers.weight_bytes": 1 << 20})
+    assert _struct_key(d) == _struct_key(hw) == structural_key(d)
+    s = d.with_updates({"policy.double_buffering": False})
+    assert _struct_key(s) == structural_key(s) != _struct_key(hw)
+    c = d.model_copy(update={"policy": s.policy})
+    assert c._derived_from is None and _struct_key(c) == structural_key(s)

@@ -445,6 +445,12 @@ class HardwareConfig(_Strict):
     def stage_policy(self, stage: str) -> StagePolicy:
         return self.policy.prefill if stage == "prefill" else self.policy.decode
 
+    def model_copy(self, *, update=None, deep: bool = False) -> "HardwareConfig":
+        new = super().model_copy(update=update, deep=deep)
+        if update:  # fields changed outside with_updates: the parent's structure no longer vouches for it
+            new._derived_from = None
+        return new
+
     def with_updates(self, updates: dict) -> "HardwareConfig":
         """A copy with dotted-path fields replaced (``{'hbm.bandwidth_gbps': 819.2}``), validated."""
         data = self.model_dump()
