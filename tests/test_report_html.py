@@ -95,7 +95,7 @@ def test_report_files_and_structure(report):
         assert p.exists() and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
     text = page.read_text()
     assert "http://" not in text and "https://" not in text  # no external assets
-    assert "Skipped" not in text.split("id='others'")[0]  # every input of sections 1-4 was present
+    assert "Skipped" not in text.split("id='table8'")[1].split("id='others'")[0]  # sections 1-4 had their inputs
 
 
 def test_report_skips_missing_inputs(tmp_path):
@@ -104,6 +104,10 @@ def test_report_skips_missing_inputs(tmp_path):
     text = (out / "index.html").read_text()
     assert "Skipped: " in text and "accuracy.csv not found" in text and "no sweep result" in text
     assert "QE Table 8 reproduced" in text
+    # every Skipped box names the command that fills it
+    skips = re.findall(r'<p class="skip">(.*?)</p>', text)
+    assert len(skips) >= 10 and all("Fill it with <code>qesim " in s for s in skips), skips
+    assert "qesim energy --report --out" in text and "qesim fidelity --out" in text
 
 
 def test_report_bad_sweep_dir_is_one_line_error(tmp_path, capsys):

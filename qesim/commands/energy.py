@@ -32,12 +32,16 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.report:
+        from qesim.progress import command_line
         from qesim.report.energy import write_report
+        from qesim.safeio import check_out_dir
 
         if args.sample_every < 1:
             raise InputError(f"--sample-every must be >= 1 (got {args.sample_every})")
+        out = check_out_dir(args.out)  # before the report's runs, not after them
         sweep = Path(args.sweep) if args.sweep else None
-        print(f"wrote {write_report(Path(args.out), sample_every=args.sample_every, sweep_dir=sweep)}")
+        cmd = command_line(f"qesim energy --report --out {args.out} --sample-every {args.sample_every}")
+        print(f"wrote {write_report(out, sample_every=args.sample_every, sweep_dir=sweep, command=cmd)}")
         return 0
     from qesim.hw.loader import load_hw
     from qesim.perf.terms.costing import cost_graph

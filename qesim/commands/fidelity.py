@@ -14,7 +14,6 @@ A100 shape with the linear compute efficiency refitted on independent MI210 GEMM
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from qesim.errors import InputError
@@ -62,7 +61,9 @@ def run(args: argparse.Namespace) -> int:
             transfer.append((load_hw(bits[0]), bits[1]) + ((load_hw(bits[2]),) if len(bits) == 3 else ()))
     measured = args.measured or str(default_measured())
     res = run_validation(measured, load_hw(args.hw), args.device, make_predictor, folds=args.folds, transfer=transfer)
-    cmd = "qesim fidelity " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["fidelity"] else "qesim fidelity"
+    from qesim.progress import command_line
+
+    cmd = command_line("qesim fidelity")  # the command actually run, arguments as given
     e2e = None
     if not args.no_e2e:
         from qesim.fidelity.e2e import e2e_markdown, run_e2e

@@ -3,6 +3,7 @@
     qesim inference --model llama2-7b --hw flightllm-u280 --setting W8A8 \\
                     --request 128,512 --request 512,512 [--engine analytical|cycle] [--json]
     qesim inference --report [--out reports/]     # reports/inference.md + inference.csv
+    qesim inference --report --models llama2-7b --request 128,512 --out DIR   # a smaller report
 
 Per request ``[s, n]``: TTFT (= the prefill pass), end-to-end latency, decode tokens/s and
 end-to-end tokens/s. See :mod:`qesim.perf.inference` for the conventions and the sampling of
@@ -33,7 +34,8 @@ def register(sub) -> None:
     p.add_argument("--setting", default="W16A16")
     p.add_argument("--method", default="none")
     p.add_argument("--request", action="append", default=None, metavar="S,N",
-                   help="prefill tokens, decode steps (repeatable; default 128,512 128,1536 512,512)")
+                   help="prefill tokens, decode steps (repeatable; default 128,512 128,1536 512,512; with --report: "
+                        "FlightLLM's six Fig. 11 shapes)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--density", type=float, default=1.0)
     p.add_argument("--kv-bits", type=int, default=None)
@@ -44,8 +46,25 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--report", action="store_true", help="write the full inference report")
     p.add_argument("--out", default="reports", help="with --report: output directory")
+    p.add_argument("--models", default=None,
+                   help="with --report: comma-separated model presets (default llama2-7b,opt-6.7b,qwen2vl-7b)")
     p.add_argument("--quiet", action="store_true", help="with --report: no progress bar (the paths written are printed)")
     p.set_defaults(func=run)
+
+
+def _check_requests(reqs, sample_every: int, report: bool = False) -> None:
+    """Refuse requests beyond the KV-cache limit; with ``report`` (one sampling interval for every
+    request) also those that would time more than MAX_DECODE_SAMPLES decode steps."""
+    from qesim.graph.ir import MAX_CONTEXT
+
+    for s, n in reqs:
+        if s + n > MAX_CONTEXT:
+            raise InputError(f"--request {s},{n}: prefill + decode = {s + n} tokens exceeds the KV-cache limit of "
+                             f"{MAX_CONTEXT} (qesim.graph.ir.MAX_CONTEXT)")
+        if report and -(-max(n - 1, 1) // sample_every) + 1 > MAX_DECODE_SAMPLES:
+            raise InputError(f"--request {s},{n}: with --report and --sample-every {sample_every} it would time more "
+                             f"than {MAX_DECODE_SAMPLES} decode steps; raise --sample-every to at least "
+                             f"{-(-max(n - 1, 1) // (MAX_DECODE_SAMPLES - 1))}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,10 +79,19 @@ def run(args: argparse.Namespace) -> int:
         from qesim.progress import bar, command_line
         from qesim.report.inference import HW_NAMES, MODELS, REQUESTS, SETTINGS
 
+        from qesim.graph.presets import preset_names
+
+        models = tuple(m for m in args.models.split(",") if m) if args.models else MODELS
+        unknown = sorted(set(models) - set(preset_names()))
+        if unknown or not models:
+            raise InputError(f"--models: unknown model preset(s): {', '.join(unknown) or repr(args.models)}")
+        requests = tuple(parse_request(r) for r in args.request) if args.request else REQUESTS
+        _check_requests(requests, args.sample_every, report=bool(args.request))
         out = check_out_dir(args.out)  # before the report's runs, not after them
-        pb = bar(len(MODELS) * len(HW_NAMES) * len(SETTINGS) * len(REQUESTS), "inference --report", args.quiet,
+        pb = bar(len(models) * len(HW_NAMES) * len(SETTINGS) * len(requests), "inference --report", args.quiet,
                  unit="request")
-        df = request_rows(sample_every=args.sample_every, progress=pb)
+        df = request_rows(models=models, requests=requests, sample_every=args.sample_every, progress=pb,
+                          cycle_subset=tuple((m, h) for m in models for h in ("flightllm-u280", "flightllm-vhk158")))
         pb.close()
         df.to_csv(out / "inference.csv", index=False)
         (out / "inference.md").write_text(render_markdown(
@@ -80,12 +108,7 @@ def run(args: argparse.Namespace) -> int:
 
     hw = load_hw(args.hw)
     reqs = [parse_request(r) for r in (args.request or ["128,512", "128,1536", "512,512"])]
-    from qesim.graph.ir import MAX_CONTEXT
-
-    for s, n in reqs:
-        if s + n > MAX_CONTEXT:
-            raise InputError(f"--request {s},{n}: prefill + decode = {s + n} tokens exceeds the KV-cache limit of "
-                             f"{MAX_CONTEXT} (qesim.graph.ir.MAX_CONTEXT)")
+    _check_requests(reqs, args.sample_every)
     res = []
     for s, n in reqs:
         # work bounded by the input: at most MAX_DECODE_SAMPLES timed decode steps per request

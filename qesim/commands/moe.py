@@ -41,7 +41,10 @@ def _speedup(args) -> int:
     check_out_dir(args.out)
     from qesim.report.moe import write_moe_speedup_report
 
-    paths = write_moe_speedup_report(args.out, tuple(args.hw or ("qe-paper-npu", "flightllm-u280")))
+    from qesim.progress import command_line
+
+    paths = write_moe_speedup_report(args.out, tuple(args.hw or ("qe-paper-npu", "flightllm-u280")),
+                                     command=command_line(f"qesim moe speedup --out {args.out}"))
     for p in paths:
         print(f"wrote {p}")
     return 0
@@ -56,7 +59,9 @@ def _veq(args) -> int:
     from qesim.report.veq import write_veq_report
 
     torch.set_num_threads(2)
-    for p in write_veq_report(args.out):
+    from qesim.progress import command_line
+
+    for p in write_veq_report(args.out, command=command_line(f"qesim moe veq --out {args.out}")):
         print(f"wrote {p}")
     return 0
 

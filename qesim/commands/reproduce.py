@@ -91,9 +91,10 @@ def run(args: argparse.Namespace) -> int:
     if args.table == "table12":
         from qesim.report.table12 import write_report
 
-        text = write_report([hw, other], out, f"qesim reproduce table12 --hw {args.hw} --out {args.out}")
+        text = write_report([hw, other], out, command_line(f"qesim reproduce table12 --hw {args.hw} --out {args.out}"))
         if not args.quiet:
             print(text)
+        print(f"wrote {out / 'table12.md'}, {out / 'table12.csv'}", file=sys.stderr)  # also under --quiet
         return 0
 
     main = reproduce(hw)

@@ -146,8 +146,9 @@ def breakdown_plot(path: Path, model: str = "llama2-7b", hw_name: str = "qe-pape
     axes[0].legend(fontsize=8)
     fig.suptitle(f"energy per token by op kind and action class: {model} {setting} {method} on {hw_name}")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    from qesim.report.figures import save_figure
+
+    save_figure(fig, path, dpi=110)
     return out
 
 
@@ -197,13 +198,16 @@ def pareto_section(sweep_dir: Path, out: Path) -> list:
         ax.set_ylabel("mJ / token")
         fig.colorbar(sc, ax=ax, label="area mm^2")
     fig.tight_layout()
-    fig.savefig(out / "energy_pareto.png", dpi=100)
-    plt.close(fig)
+    from qesim.report.figures import save_figure
+
+    save_figure(fig, out / "energy_pareto.png", dpi=100)
     lines += ["![latency / energy / area fronts](energy_pareto.png)", ""]
     return lines
 
 
-def write_report(out: Path, sample_every: int = 128, sweep_dir: Optional[Path] = None) -> Path:
+def write_report(out: Path, sample_every: int = 128, sweep_dir: Optional[Path] = None,
+                 command: Optional[str] = None) -> Path:
+    """Write the energy report under ``out``; ``command`` is the provenance line (the command run)."""
     import csv
 
     out.mkdir(parents=True, exist_ok=True)
@@ -221,7 +225,8 @@ def write_report(out: Path, sample_every: int = 128, sweep_dir: Optional[Path] =
 
     lines = [
         "# Energy, power, area and cost", "",
-        f"Written by `qesim energy --report --out {out}` (sample_every={sample_every}). Model "
+        f"Written by `{command or f'qesim energy --report --out {out} --sample-every {sample_every}'}` "
+        f"(sample_every={sample_every}). Model "
         "`llama2-7b`, W4A8, method qe, batch 1; prefill s=128, decode at context 512. Formulas: "
         "`qesim/perf/terms/`; numbers and their sources: each preset's `energy:` / `area:` / `cost:` "
         "sections in `hw_configs/`.", "",

@@ -23,11 +23,9 @@ MiB = 2.0**20
 
 
 def _save(fig, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    from qesim.report.figures import save_figure
+
+    return save_figure(fig, path, dpi=110, bbox_inches="tight")
 
 
 #: label offsets tried in order (points), nearest first

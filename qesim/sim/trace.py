@@ -148,8 +148,6 @@ def gantt_png(res: GraphSimResult, path: str | Path, *, window: Optional[tuple[f
     handles += [Patch(color=_COLORS[k], label=f"{k} (resource lanes)") for k in ("load", "store", "compute")]
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=7, fontsize=8, frameon=False)
     fig.tight_layout()
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    return p
+    from qesim.report.figures import save_figure
+
+    return save_figure(fig, Path(path), dpi=110)
