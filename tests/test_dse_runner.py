@@ -100,6 +100,22 @@ def test_process_pool_equals_in_process(space_file, reference, tmp_path):
     pd.testing.assert_frame_equal(got, reference)
 
 
+def test_process_pool_fronts_and_parts_equal_in_process(space_file, tmp_path):
+    """Pool workers write their own parts and prefilter their chunk's fronts: the same parts and
+    fronts as the in-process run."""
+    from qesim.dse import runner
+
+    sp = load_space(space_file)
+    a = runner.sweep(sp, tmp_path / "one", quiet=True, chunk_size=4, keep=True)
+    b = runner.sweep(sp, tmp_path / "pool", workers=2, quiet=True, chunk_size=4, keep=True)
+    pd.testing.assert_frame_equal(a.fronts.to_pandas(), b.fronts.to_pandas())
+    parts = sorted(p.name for p in (tmp_path / "one" / "parts").glob("*.parquet"))
+    assert parts == sorted(p.name for p in (tmp_path / "pool" / "parts").glob("*.parquet")) and len(parts) >= 2
+    for name in parts:
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "one" / "parts" / name),
+                                      pd.read_parquet(tmp_path / "pool" / "parts" / name))
+
+
 def test_dask_local_cluster_equals_in_process(space_file, reference, tmp_path):
     distributed = pytest.importorskip("dask.distributed")
     with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, protocol="tcp", host="127.0.0.1",

@@ -183,6 +183,55 @@ def eval_chunk_spec(spec: dict, lo: int, hi: int, exact: bool = False, seeds=())
     return eval_chunk_arrays(_space_on_worker(spec), lo, hi, exact, seeds)
 
 
+def eval_chunk_part(spec: dict, lo: int, hi: int, exact: bool, seeds, out: str, i: int, objectives):
+    """Process-pool worker: chunk ``i`` evaluated, its part written (the durable copy, atomically),
+    and its rows on the per-workload Pareto fronts of the chunk marked, so the parent only streams
+    the rows and merges small fronts. Returns (cycles and latency for the baselines, the Arrow
+    table, the chunk-front mask or None)."""
+    space = _space_on_worker(spec)
+    res = eval_chunk_arrays(space, lo, hi, exact, seeds)
+    table = chunk_table(space, lo, hi, res)
+    _write_part(Path(out), i, table)
+    front = _chunk_front_mask(space, table, objectives) if objectives else None
+    return {"cycles": res["cycles"], "latency_s": res["latency_s"]}, table, front
+
+
+def _write_part(out: Path, i: int, table) -> None:
+    """Chunk ``i``'s part file, written to a temporary name and renamed (never a torn part)."""
+    import pyarrow.parquet as pq
+
+    final = _part_path(out, i)
+    tmp = final.with_name(final.name + f".tmp-{os.getpid()}")
+    pq.write_table(table, tmp, **_WRITE_OPTS, use_dictionary=_dict_cols(table))
+    os.replace(tmp, final)
+
+
+def _dict_cols(table) -> list:
+    import pyarrow as pa
+
+    return [f.name for f in table.schema if pa.types.is_string(f.type)]
+
+
+def _objective_values(block, objectives) -> np.ndarray:
+    return np.column_stack([_np(block.column(c)) * (1.0 if d == "min" else -1.0) for c, d in objectives.items()])
+
+
+def _chunk_front_mask(space: Space, table, objectives) -> np.ndarray:
+    """Rows of ``table`` (one chunk) on the front of their workload block within the chunk, among
+    the rows that fit (a row on a workload's global front is on its chunk's front)."""
+    from qesim.dse.pareto import pareto_mask
+
+    mask = np.zeros(table.num_rows, dtype=bool)
+    lo = int(table.column("point_id")[0].as_py())
+    fits = _np_bool(table.column("fits")) if "fits" in table.column_names else np.ones(table.num_rows, bool)
+    for _, a, b in _blocks(space, lo, lo + table.num_rows):
+        rows = np.flatnonzero(fits[a - lo:b - lo]) + (a - lo)
+        if len(rows):
+            vals = _objective_values(table.take(_arr(rows.astype(np.int64))), objectives)
+            mask[rows[pareto_mask(vals)]] = True
+    return mask
+
+
 def _baseline_index(space: Space) -> list:
     """For each workload, the index of its fp16 baseline among the space's workloads (None when
     the baseline is not swept itself, or is the workload)."""
@@ -272,6 +321,16 @@ def _np(col) -> np.ndarray:
         parts.append(np.frombuffer(ch.buffers()[1], dtype=dt)[ch.offset:ch.offset + len(ch)])
     if not parts:
         return np.zeros(0)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _np_bool(col) -> np.ndarray:
+    """A boolean Arrow column without nulls as a numpy bool array (its bit buffer unpacked)."""
+    chunks = col.chunks if hasattr(col, "chunks") else [col]
+    parts = [np.unpackbits(np.frombuffer(ch.buffers()[1], dtype=np.uint8), bitorder="little")
+             [ch.offset:ch.offset + len(ch)].astype(bool) for ch in chunks]
+    if not parts:
+        return np.zeros(0, dtype=bool)
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
@@ -434,8 +493,10 @@ class _Stream:
         self._io = None
         self._pending: list = []
 
-    def add(self, i: int, table) -> None:
+    def add(self, i: int, table, written: bool = False, front=None) -> None:
         """Chunk ``i`` was just evaluated: make it durable, then stream what is in order.
+        ``written``: its part is already on disk (a pool worker wrote it); ``front``: the mask of
+        its rows on its own chunk-level fronts (a pool worker computed it).
 
         The writes run on one background thread (pyarrow and moocore release the GIL), so the
         next chunk is evaluated meanwhile; at most two chunks wait for it."""
@@ -445,7 +506,7 @@ class _Stream:
             self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qesim-sweep-io")
         while len(self._pending) >= 2:
             self._pending.pop(0).result()
-        self._pending.append(self._io.submit(self._add, i, table))
+        self._pending.append(self._io.submit(self._add, i, table, written, front))
 
     def drain(self) -> None:
         """Wait for the background writes (and raise what they raised)."""
@@ -459,24 +520,15 @@ class _Stream:
             self._io.shutdown(wait=True)
             self._io = None
 
-    def _add(self, i: int, table) -> None:
-        import pyarrow.parquet as pq
-
+    def _add(self, i: int, table, written: bool = False, front=None) -> None:
         t = time.perf_counter()
-        final = _part_path(self.out, i)
-        tmp = final.with_name(final.name + f".tmp-{os.getpid()}")
-        pq.write_table(table, tmp, **_WRITE_OPTS, use_dictionary=self._dict_cols(table))
-        os.replace(tmp, final)
+        if not written:
+            _write_part(self.out, i, table)
         self.t_write += time.perf_counter() - t
         if self.delay > 0:
             time.sleep(self.delay)
-        self.ready[i] = table
+        self.ready[i] = (table, front)
         self.flush()
-
-    def _dict_cols(self, table) -> list:
-        import pyarrow as pa
-
-        return [f.name for f in table.schema if pa.types.is_string(f.type)]
 
     def flush(self) -> None:
         import pyarrow.parquet as pq
@@ -484,43 +536,42 @@ class _Stream:
         while self.next < self.n_chunks:
             i = self.next
             if i in self.ready:
-                table = self.ready.pop(i)
+                table, front = self.ready.pop(i)
             elif i not in self.bounds:  # finished before a kill: its part is on disk
-                table = pq.read_table(_part_path(self.out, i))
+                table, front = pq.read_table(_part_path(self.out, i)), None
             else:
                 return
             t = time.perf_counter()
             if self.writer is None:
                 self.writer = pq.ParquetWriter(self.tmp, table.schema, **_WRITE_OPTS,
-                                               use_dictionary=self._dict_cols(table))
+                                               use_dictionary=_dict_cols(table))
             self.writer.write_table(table, row_group_size=max(1, table.num_rows))
             self.t_write += time.perf_counter() - t
             if self.keep:
                 self.tables.append(table)
             if self.objectives:
                 t = time.perf_counter()
-                self._pareto(table)
+                self._pareto(table, front)
                 self.t_pareto += time.perf_counter() - t
             self.next += 1
 
-    def _pareto(self, table) -> None:
+    def _pareto(self, table, front=None) -> None:
         """Fold ``table`` into the per-workload fronts: the chunk's own front first (one sort-
-        based pass over the chunk), then that merged with the front so far (both small)."""
+        based pass over the chunk, or the mask a pool worker computed), then that merged with the
+        front so far (both small)."""
         import pyarrow as pa
 
         from qesim.dse.pareto import pareto_mask
 
+        if front is None:
+            front = _chunk_front_mask(self.space, table, self.objectives)
         lo = int(table.column("point_id")[0].as_py())
         for wi, a, b in _blocks(self.space, lo, lo + table.num_rows):
-            block = table.slice(a - lo, b - a)
-            if "fits" in block.column_names:  # a point whose footprint overflows a memory is no design
-                block = block.filter(block.column("fits"))
-                if block.num_rows == 0:
-                    continue
-            vals = np.column_stack([_np(block.column(c)) * (1.0 if d == "min" else -1.0)
-                                    for c, d in self.objectives.items()])
-            keep = np.flatnonzero(pareto_mask(vals))
-            tab, vals = block.take(_arr(keep.astype(np.int64))), vals[keep]
+            keep = np.flatnonzero(front[a - lo:b - lo]) + (a - lo)
+            if not len(keep):
+                continue
+            tab = table.take(_arr(keep.astype(np.int64)))
+            vals = _objective_values(tab, self.objectives)
             if wi in self.fronts:
                 tab0, vals0 = self.fronts[wi]
                 tab, vals = pa.concat_tables([tab0, tab]), np.concatenate([vals0, vals])
@@ -718,13 +769,14 @@ def _run_pool(space, bounds, stream, bar, exact, workers):
                 if running and blocked(lo, hi):
                     break
                 todo.pop(0)
-                running[ex.submit(eval_chunk_spec, spec, lo, hi, exact, base.seeds(lo, hi))] = (i, lo, hi)
+                running[ex.submit(eval_chunk_part, spec, lo, hi, exact, base.seeds(lo, hi), str(stream.out), i,
+                                  stream.objectives)] = (i, lo, hi)
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for f in sorted(done, key=lambda f: running[f][0]):
                 i, lo, hi = running.pop(f)
-                res = f.result()
+                res, table, front = f.result()
                 base.record(lo, hi, res)
-                stream.add(i, chunk_table(space, lo, hi, res))
+                stream.add(i, table, written=True, front=front)
                 if bar is not None:
                     bar.update(hi - lo)
 
