@@ -212,6 +212,12 @@ def main(argv: list[str] | None = None) -> int:
                                                             if k.endswith("_cmd") and isinstance(v, str)])
         print(_extra_error(f"'qesim {words}'", *miss), file=sys.stderr)
         return 2
+    import warnings
+
+    # numpy's floating-point warnings would print extra stderr lines before the one error line: a
+    # result that is not finite is refused by name (safeio.dumps_finite, the estimate's checks)
+    warnings.filterwarnings("ignore", category=RuntimeWarning,
+                            message=r"(invalid value|overflow|divide by zero|underflow) encountered")
     try:
         return int(args.func(args) or 0)
     except InputError as e:

@@ -19,18 +19,8 @@ from qesim.quant.primitives import parse_setting, quantize_weight  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    torch.manual_seed(0)
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    cfg = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
-    m = LlamaForCausalLM(cfg).eval()
-    with torch.no_grad():
-        for layer in m.model.layers:
-            w = torch.ones(64)
-            w[[3, 17, 50]] = 40.0
-            layer.input_layernorm.weight.copy_(w)
+def tiny(tiny_llama):
+    m = tiny_llama(intermediate=160)
     ids = torch.randint(0, 256, (10, 32), generator=torch.Generator().manual_seed(1))
     cal = Calibration.build(m, [{"input_ids": ids[i:i + 4]} for i in range(0, 8, 4)])
     return m, cal, ids[8:]

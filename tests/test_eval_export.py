@@ -15,13 +15,8 @@ from qesim.quant.export import export_graph, reset_routing  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
-    m = LlamaForCausalLM(cfg).eval()
+def tiny(tiny_llama):
+    m = tiny_llama(vocab=128, max_positions=128, outliers=False)
     ids = torch.randint(0, 128, (6, 32), generator=torch.Generator().manual_seed(0))
     cal = Calibration.build(m, [{"input_ids": ids[i:i + 2]} for i in range(0, 4, 2)])
     return m, cal, ids[4:6]

@@ -9,18 +9,8 @@ from qesim.eval.pareto import ParetoConfig, budget_matches, front, run_pareto_on
 
 
 @pytest.fixture(scope="module")
-def result():
-    torch.manual_seed(0)
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    cfg = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
-    m = LlamaForCausalLM(cfg).eval()
-    with torch.no_grad():
-        for layer in m.model.layers:
-            w = torch.ones(64)
-            w[[3, 17, 50]] = 40.0
-            layer.input_layernorm.weight.copy_(w)
+def result(tiny_llama):
+    m = tiny_llama()
     ids = torch.randint(0, 256, (14, 32), generator=torch.Generator().manual_seed(1))
     pc = ParetoConfig(model="tiny", plain=("rtn",), ranks=(4, 16, 48), qe_configs=((4, 4, 2),), seq_len=32,
                       hw=("qe-paper-npu",))

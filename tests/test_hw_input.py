@@ -126,13 +126,19 @@ def test_yaml_12_floats_and_numpy(tmp_path, base):
 
 
 @pytest.mark.parametrize("content,needle", [
-    (bytes(range(256)) * 4, "not a text file"),
-    (b"\x00\x01name: x", "not a text file"),
-    (b"[" * 100000 + b"]" * 100000, "nested deeper than 64"),
     (b"name: [unclosed", "malformed YAML at line"),
     (b"- 1\n- 2\n", "expected a mapping"),
 ])
-def test_unreadable_files(tmp_path, content, needle):
+def test_malformed_yaml(tmp_path, content, needle):
+    p = tmp_path / "c.yaml"
+    p.write_bytes(content)
+    with pytest.raises(InputError) as ei:
+        load_hw(str(p))
+    assert needle in str(ei.value) and str(p) in str(ei.value)
+
+
+def test_unreadable_files(tmp_path, unreadable):
+    content, needle = unreadable
     p = tmp_path / "c.yaml"
     p.write_bytes(content)
     with pytest.raises(InputError) as ei:
@@ -199,3 +205,51 @@ def test_presets_still_valid_and_strict():
         again = HardwareConfig.model_validate(hw.model_dump())
         assert again == hw
         assert HardwareConfig.model_validate(json.loads(json.dumps(hw.model_dump(mode="json")))) == hw
+
+
+def test_optional_field_bounds_are_json_schema_keywords():
+    """pydantic writes an Optional number's bounds as gt/le inside its anyOf; the schema (editors)
+    and docs/hardware-config.md must carry them as JSON Schema bounds (found by the fuzzer's
+    bound lookup: the Markdown showed no range for 27 optional fields)."""
+    from qesim.hw.schema import hw_json_schema, render_markdown
+
+    text = json.dumps(hw_json_schema())
+    assert not any(f'"{k}":' in text for k in ("gt", "ge", "lt", "le"))
+    node = hw_json_schema()["definitions"]["Area"]["properties"]["sfu_lane_um2"]
+    num = next(a for a in node["anyOf"] if a.get("type") == "number")
+    assert num["exclusiveMinimum"] == 0 and num["maximum"] == 1e9
+    assert "| `sfu_lane_um2` | number or null | um^2 | `null` | > 0, <= 1000000000 |" in render_markdown()
+
+
+@pytest.mark.parametrize("value", [-1, 0, 1.5])
+def test_sram_array_efficiency_in_unit_interval(tmp_path, capsys, value):
+    """Found by the fuzzer: a negative SRAM array efficiency gave a negative buffer area, NaN die
+    cost and numpy warnings on stderr; now the field is refused by name."""
+    from qesim.cli import main
+
+    d = yaml.safe_load((config_dir() / "qe-paper-npu.yaml").read_text())
+    d["area"]["sram_array_efficiency"][2] = value
+    p = tmp_path / "hw.yaml"
+    p.write_text(yaml.safe_dump(d))
+    assert main(["estimate", "--model", "smollm2-135m", "--hw", str(p), "--json"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "area.sram_array_efficiency.2" in err[0] and str(p) in err[0], err
+
+
+def test_empty_hw_name_is_named(capsys):
+    """Found by the fuzzer: `--hw ''` was read as the current directory ("…: is a directory")."""
+    from qesim.cli import main
+
+    assert main(["estimate", "--model", "smollm2-135m", "--hw", ""]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "empty hardware name" in err[0]
+
+
+def test_config_errors_name_the_path_as_given(tmp_path, monkeypatch, capsys):
+    from qesim.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    Path("bad.yaml").write_text("name: x\nfrequency_mhz: true\n")
+    assert main(["validate", "bad.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("qesim: error: bad.yaml:") and str(tmp_path) not in err, err

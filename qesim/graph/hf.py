@@ -40,7 +40,7 @@ from typing import Any, Mapping, Optional
 from pydantic import ValidationError
 
 from qesim.errors import InputError
-from qesim.graph.presets import MLASpec, ModelSpec, MoESpec
+from qesim.graph.spec import MLASpec, ModelSpec, MoESpec
 
 SUPPORTED_MODEL_TYPES = (
     "llama", "mistral", "qwen2", "qwen3", "phi3", "gemma", "gemma2", "gemma3", "gemma3_text", "internlm2",

@@ -11,11 +11,12 @@ produced the graph (``LayerGraph.setting`` / ``LayerGraph.method``), never from 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from qesim.scalars import Count, Int, Num  # strict scalars, shared with the hardware schema
 
 Stage = Literal["prefill", "decode"]
 
@@ -39,29 +40,6 @@ MAX_REPEAT = 2**16  #: times one op runs (layers)
 MAX_EXPERTS = 2**16
 MAX_RANK = 2**16
 MAX_OPS = 4096  #: ops in one graph
-
-
-def _plain(v: Any) -> Any:
-    """numpy / torch scalars -> Python numbers (then validated strictly)."""
-    if type(v).__module__.split(".")[0] in ("numpy", "torch") and hasattr(v, "item"):
-        try:
-            v = v.item()
-        except (TypeError, ValueError, RuntimeError):
-            return v
-    return v
-
-
-def _int_like(v: Any) -> Any:
-    v = _plain(v)
-    if isinstance(v, float) and math.isfinite(v) and v.is_integer():
-        return int(v)
-    return v
-
-
-#: strict scalars: booleans, quoted numbers and NaN/Infinity are refused where a number is meant
-Int = Annotated[int, BeforeValidator(_int_like)]
-Num = Annotated[float, BeforeValidator(_plain)]
-Count = Annotated[int, BeforeValidator(_int_like), Field(ge=0)]
 
 
 class _Strict(BaseModel):

@@ -390,28 +390,26 @@ def vision_ops(vs: VisionSpec, layout: ImageLayout, *, images: int, llm_hidden: 
     W = vs.merged_width
     if vs.merger in ("qwen2vl", "qwen3vl", "kimivl"):
         # LayerNorm per patch (hidden wide), then the 2x2 concat -> MLP(W -> W) GELU -> LLM hidden
-        m.sfu("norm", "layernorm", P, h)
-        m.quant("fc1_quant", tok, W)
-        m.lin("fc1", W, W, tok)
-        m.sfu("act", "gelu", tok, W)
-        m.quant("fc2_quant", tok, W)
-        m.lin("fc2", W, llm_hidden, tok)
+        _merger_mlp(m, "", (P, h), tok, W, W, llm_hidden)
         if vs.deepstack:   # Qwen3-VL DeepStack: post-shuffle LayerNorm(W), same MLP, on 3 ViT layers
-            m.sfu("deepstack.norm", "layernorm", tok, W, vs.deepstack)
-            m.quant("deepstack.fc1_quant", tok, W, vs.deepstack)
-            m.lin("deepstack.fc1", W, W, tok, vs.deepstack)
-            m.sfu("deepstack.act", "gelu", tok, W, vs.deepstack)
-            m.quant("deepstack.fc2_quant", tok, W, vs.deepstack)
-            m.lin("deepstack.fc2", W, llm_hidden, tok, vs.deepstack)
+            _merger_mlp(m, "deepstack.", (tok, W), tok, W, W, llm_hidden, vs.deepstack)
             m.sfu("deepstack.add", "eltwise_add", tok, llm_hidden, vs.deepstack, inputs=2)
     else:  # InternVL mlp1: pixel shuffle (reshape), LayerNorm(W), Linear(W, H), GELU, Linear(H, H)
-        m.sfu("norm", "layernorm", tok, W)
-        m.quant("fc1_quant", tok, W)
-        m.lin("fc1", W, llm_hidden, tok)
-        m.sfu("act", "gelu", tok, llm_hidden)
-        m.quant("fc2_quant", tok, llm_hidden)
-        m.lin("fc2", llm_hidden, llm_hidden, tok)
+        _merger_mlp(m, "", (tok, W), tok, W, llm_hidden, llm_hidden)
     return v.ops + m.ops
+
+
+def _merger_mlp(m: "_Ops", prefix: str, norm: tuple[int, int], tok: int, w_in: int, w_mid: int, w_out: int,
+                repeat: int = 1) -> None:
+    """A merger's LayerNorm (``norm`` = (rows, width)) then MLP ``w_in -> w_mid`` GELU ``-> w_out``
+    over ``tok`` merged tokens, each linear preceded by its activation quantization; ``repeat``
+    copies (DeepStack's extra mergers). Op names: PREFIX + norm, fc1_quant, fc1, act, fc2_quant, fc2."""
+    m.sfu(prefix + "norm", "layernorm", norm[0], norm[1], repeat)
+    m.quant(prefix + "fc1_quant", tok, w_in, repeat)
+    m.lin(prefix + "fc1", w_in, w_mid, tok, repeat)
+    m.sfu(prefix + "act", "gelu", tok, w_mid, repeat)
+    m.quant(prefix + "fc2_quant", tok, w_mid, repeat)
+    m.lin(prefix + "fc2", w_mid, w_out, tok, repeat)
 
 
 def build_vlm_graph(

@@ -12,48 +12,15 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Literal, Optional
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, model_validator
-
-from qesim.hw.units import parse_quantity
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from qesim.hw.power_area import Area, Cost, Energy
+# strict scalar types (booleans, quoted numbers, NaN/Inf refused; units accepted where a field has one)
+from qesim.scalars import Bytes, GBps, GiB, Int, MHz, Num
 
 Memory = Literal["hbm", "ddr"]
-
-# ---- strict scalar types -------------------------------------------------------------------------
-# Booleans, quoted numbers and NaN/Infinity are refused where a number is meant (strict mode);
-# numpy scalars (sweeps) become Python numbers, and a whole float (2048.0) is accepted for an int.
-# Unit-bearing fields also accept a string with an explicit unit (qesim.hw.units).
-
-
-def _plain(v: Any) -> Any:
-    if type(v).__module__ == "numpy" and hasattr(v, "item"):
-        v = v.item()
-    return v
-
-
-def _int_like(v: Any) -> Any:
-    v = _plain(v)
-    if isinstance(v, float) and math.isfinite(v) and v.is_integer():
-        return int(v)
-    return v
-
-
-def _quantity(kind: str, integer: bool):
-    def conv(v: Any) -> Any:
-        v = parse_quantity(_plain(v), kind, integer)
-        return _int_like(v) if integer else v
-    return BeforeValidator(conv)
-
-
-Int = Annotated[int, BeforeValidator(_int_like)]
-Num = Annotated[float, BeforeValidator(_plain)]
-Bytes = Annotated[int, _quantity("bytes", True)]
-GiB = Annotated[float, _quantity("GiB", False)]
-GBps = Annotated[float, _quantity("GB/s", False)]
-MHz = Annotated[float, _quantity("MHz", False)]
 
 #: documented maxima (far above any real part; they keep every derived number finite and every
 #: cost computation bounded). Units as in the field names.

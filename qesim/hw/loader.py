@@ -46,21 +46,26 @@ def config_from_dict(data: dict, source: str) -> HardwareConfig:
 
 
 @lru_cache(maxsize=64)
-def _load_path(path: str, mtime: float) -> HardwareConfig:
-    p = Path(path)
-    return config_from_dict(load_yaml(p), str(p))
+def _load_path(path: str, mtime: float, shown: str) -> HardwareConfig:
+    """The config at the absolute ``path``; errors name it as the user gave it (``shown``)."""
+    return config_from_dict(load_yaml(Path(path)), shown)
 
 
 def load_hw(name_or_path: str) -> HardwareConfig:
     """A preset name (``flightllm-u280``) or a path to a YAML file."""
+    if not str(name_or_path).strip():  # Path('') is the current directory
+        raise InputError(f"empty hardware name; known: {', '.join(preset_names())} (or a path to a .yaml file)")
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") or p.exists():
         if not p.exists():
             raise InputError(f"{p}: hardware config file not found")
-        return _load_path(str(p.resolve()), p.stat().st_mtime)
+        try:
+            return _load_path(str(p.resolve()), p.stat().st_mtime, str(p))
+        except InputError as e:  # parse_yaml names the resolved path; the user gave ``p``
+            raise InputError(str(e).replace(str(p.resolve()), str(p))) from None
     cand = config_dir() / f"{name_or_path}.yaml"
     if not cand.exists():
         raise InputError(
             f"unknown hardware {name_or_path!r}; known: {', '.join(preset_names())} (or a path to a .yaml file)"
         )
-    return _load_path(str(cand), cand.stat().st_mtime)
+    return _load_path(str(cand), cand.stat().st_mtime, str(cand))

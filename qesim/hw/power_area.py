@@ -19,34 +19,11 @@ Empty (None) means "not known", never zero.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from qesim.hw.units import parse_quantity
-
-
-# strict scalar types as in qesim.hw.config (that module imports this one, so they are restated here)
-def _plain(v: Any) -> Any:
-    if type(v).__module__ == "numpy" and hasattr(v, "item"):
-        v = v.item()
-    return v
-
-
-def _int_like(v: Any) -> Any:
-    v = _plain(v)
-    if isinstance(v, float) and v == v and v not in (float("inf"), float("-inf")) and v.is_integer():
-        return int(v)
-    return v
-
-
-def _bytes(v: Any) -> Any:
-    return _int_like(parse_quantity(_plain(v), "bytes", True))
-
-
-Int = Annotated[int, BeforeValidator(_int_like)]
-Num = Annotated[float, BeforeValidator(_plain)]
-Bytes = Annotated[int, BeforeValidator(_bytes)]
+from qesim.scalars import Bytes, Int, Num  # strict scalars, shared with qesim.hw.config and the graph IR
 
 
 def _unit(unit: str, kind: Optional[str] = None) -> dict:
@@ -139,8 +116,9 @@ class Area(_Strict):
     sfu_lane_um2: Optional[Num] = F(None, "area of one SFU lane at ref_node_nm", "um^2", gt=0, le=1e9)
     sram_ref_node_nm: Optional[Num] = F(None, "process node of sram_bitcell_um2", "nm", gt=0, le=1000)
     sram_bitcell_um2: Optional[Num] = F(None, "area per SRAM bit cell", "um^2", gt=0, le=1e3)
-    sram_array_efficiency: list[Num] = Field(
-        default_factory=list, description="bit-cell area / array area for arrays of 4 KiB, 8 KiB, ... (doubling); "
+    sram_array_efficiency: list[Annotated[Num, Field(gt=0, le=1)]] = Field(
+        default_factory=list, max_length=64,
+        description="bit-cell area / array area for arrays of 4 KiB, 8 KiB, ... (doubling), each in (0, 1]; "
         "arrays above the last size are banks of the last size", json_schema_extra=_unit("ratio"))
     hbm_stacks: Int = F(0, "HBM stacks (PHY + controller each)", "stacks", ge=0, le=1024)
     hbm_gbps_per_stack: Optional[Num] = F(

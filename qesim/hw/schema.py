@@ -26,6 +26,12 @@ def _fix(node: Any) -> Any:
     if not isinstance(node, dict):
         return node
     node = {k: _fix(v) for k, v in node.items() if k != "title"}
+    # pydantic writes the bounds of an Optional field (anyOf [number, null]) under their Python
+    # names inside the number branch; JSON Schema (editors, the Markdown table) knows these
+    if node.get("type") in ("number", "integer"):
+        for py, js in (("gt", "exclusiveMinimum"), ("ge", "minimum"), ("lt", "exclusiveMaximum"), ("le", "maximum")):
+            if py in node:
+                node[js] = node.pop(py)
     if "$ref" in node:
         node["$ref"] = node["$ref"].replace("#/$defs/", "#/definitions/")
         if len(node) > 1:

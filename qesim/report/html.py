@@ -27,13 +27,14 @@ import pandas as pd
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1250px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.6em}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}h3{font-size:1.05em}
-.tbl{overflow-x:auto;max-width:100%;max-height:32em;overflow-y:auto;margin:.6em 0 1em;border:1px solid #eee}
+.tbl{display:inline-block;vertical-align:top;overflow-x:auto;max-width:100%;max-height:32em;overflow-y:auto;margin:.6em 0 1em;border:1px solid #eee}
 table{border-collapse:collapse;font-size:.82em;margin:0}
 thead th{position:sticky;top:0}
-th,td{border:1px solid #ccc;padding:.2em .5em;text-align:right;white-space:nowrap}th{background:#f3f3f3}
+th,td{border:1px solid #ccc;padding:.2em .5em;text-align:right;white-space:nowrap}th{background:#f3f3f3;white-space:normal;vertical-align:bottom}
 td:first-child,th:first-child{text-align:left}
 img{max-width:100%;border:1px solid #eee;margin:.5em 0}
 .note{color:#555;font-size:.9em}.skip{color:#a15c00;background:#fff6e5;padding:.4em .6em;border-left:3px solid #e0a000}
+div.skip p{margin:.2em 0 .4em}table.index td,table.index th{text-align:left;white-space:normal}table.index td:first-child{white-space:nowrap}table.plain td{border:0;padding:.1em 1.2em .1em 0;text-align:left;white-space:normal;font-size:1.05em}
 code{background:#f5f5f5;padding:0 .2em}nav a{margin-right:1em}
 """
 
@@ -56,6 +57,7 @@ def _table(df: pd.DataFrame, floatfmt: str = "{:.4g}", max_rows: int = 60, cls: 
         more = f'<p class="note">first {max_rows} of {len(df)} rows</p>'
         df = df.head(max_rows)
     df = humanize(df)
+    df.columns.name = None  # a pivot's column-axis name would add an empty header cell
     body = df.to_html(index=False, border=0, classes=cls or None, na_rep="",
                       float_format=lambda v: floatfmt.format(v))
     return f'<div class="tbl">{body}</div>' + more  # wide tables scroll inside their box
@@ -140,6 +142,24 @@ def _primary_metric(acc: pd.DataFrame) -> tuple[Optional[str], bool]:
     return metrics[0], False
 
 
+def _accuracy_columns(wide: pd.DataFrame, metric: Optional[str]) -> pd.DataFrame:
+    """Display order: keys, the primary metric, the speedups, other metrics; a per-block metric
+    (``block_rel_err.0`` .. ``.29``) becomes one column, its mean over the blocks."""
+    import re
+
+    keys = ["model", "method", "setting"]
+    per_block: dict = {}
+    for c in wide.columns:
+        m = re.fullmatch(r"(.+)\.(\d+)", str(c))
+        if m and c not in keys:
+            per_block.setdefault(m.group(1), []).append(c)
+    out = wide.drop(columns=[c for cs in per_block.values() for c in cs])
+    for name, cs in per_block.items():
+        out[f"{name} (mean of {len(cs)} blocks)"] = wide[cs].mean(axis=1)
+    first = keys + [c for c in (metric, "prefill_speedup", "decode_speedup") if c in out.columns]
+    return out[first + [c for c in out.columns if c not in first]]
+
+
 def section_accuracy(acc_path: Path, figdir: Path, rel: str, hw_name: str, model: str) -> str:
     head = "<h2 id='accuracy'>Quantizers: accuracy vs speed</h2>"
     if not acc_path.exists():
@@ -179,6 +199,7 @@ def section_accuracy(acc_path: Path, figdir: Path, rel: str, hw_name: str, model
             speeds[(r_s, m)] = {"prefill": float("nan"), "decode": float("nan")}
     wide["prefill_speedup"] = [speeds[(r.setting, r.method)]["prefill"] for r in wide.itertuples()]
     wide["decode_speedup"] = [speeds[(r.setting, r.method)]["decode"] for r in wide.itertuples()]
+    wide = _accuracy_columns(wide, metric)
     out = [head, _p(f"Accuracy from <code>{html.escape(str(acc_path))}</code> (model(s): "
                     f"{html.escape(', '.join(map(str, wide['model'].unique())))}); speed: the same method and "
                     f"setting on <code>{html.escape(model)}</code> shapes on <code>{html.escape(hw.name)}</code> "
@@ -206,11 +227,11 @@ def section_accuracy(acc_path: Path, figdir: Path, rel: str, hw_name: str, model
     return "\n".join(out)
 
 
-def section_sweep(sweep_dir: Optional[Path], figdir: Path, rel: str) -> str:
+def section_sweep(sweep_dir: Optional[Path], figdir: Path, rel: str, out_dir: Path = Path("reports")) -> str:
     head = "<h2 id='sweep'>Design-space sweep</h2>"
     if sweep_dir is None or not (Path(sweep_dir) / "sweep.parquet").exists():
-        return head + _skip("no sweep result (give its directory with --sweep, or put it in OUT/sweep).",
-                            "qesim sweep hw_configs/sweeps/flightllm-dse.yaml --out reports/sweep")
+        return head + _skip(f"no sweep result in {out_dir / 'sweep'} (or give its directory with --sweep).",
+                            f"qesim sweep hw_configs/sweeps/flightllm-dse.yaml --out {out_dir / 'sweep'}")
     import json
 
     from qesim.dse.pareto import pareto_front
@@ -307,7 +328,7 @@ def _md_title_and_command(md: Path) -> tuple[str, str]:
     except OSError:
         return "", ""
     title = next((ln[2:].strip() for ln in text.splitlines() if ln.startswith("# ")), "")
-    m = re.search(r"(?:Generated|Written|Produced) by `([^`]+)`", text)
+    m = re.search(r"(?:Generated|Written|Produced) by:? `([^`]+)`", text)
     return title, (m.group(1) if m else "")
 
 
@@ -350,15 +371,18 @@ def section_index(out_dir: Path) -> str:
                                                     if q.exists()) + "</td></tr>")
     parts = ["<h2 id='index'>All reports in this directory</h2>"]
     if rows:
-        parts.append('<div class="tbl"><table><thead><tr><th>report</th><th>title</th><th>written by</th>'
+        parts.append('<div class="tbl" style="max-height:none"><table class="index"><thead><tr><th>report</th><th>title</th><th>written by</th>'
                      "<th>data and figures</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>")
+    else:
+        parts.append(_p(f"No report in <code>{html.escape(str(out_dir))}</code> yet; the commands below write them."))
     have = {p.stem for p in out_dir.glob("*.md")} | {p.stem for p in out_dir.glob("*.csv")}
     missing = [stem for stem in REPORTS if stem not in have]
-    if missing:
-        parts.append("<h3>Not in this directory</h3>")
-        for stem in missing:
-            title, cmd = REPORTS[stem]
-            parts.append(_skip(f"{title} ({stem}.md) not found in {out_dir}.", cmd.format(out=out_dir)))
+    if missing:  # one Skipped box: each missing report with the command that writes it
+        items = "".join(f"<tr><td>{html.escape(REPORTS[s][0])} (<code>{html.escape(s)}.md</code>)</td><td>"
+                        f"<code>{html.escape(REPORTS[s][1].format(out=out_dir))}</code></td></tr>" for s in missing)
+        parts.append(f'<div class="skip"><p>Skipped: {len(missing)} report(s) not found in '
+                     f"<code>{html.escape(str(out_dir))}</code>. Fill each with its command:</p>"
+                     f'<table class="plain"><tbody>{items}</tbody></table></div>')
     return "\n".join(parts)
 
 
@@ -407,7 +431,7 @@ def build_report(out_dir: str | Path, sweep_dir: Optional[str | Path] = None, *,
     sections = [
         section_table8(table8_hw),
         section_accuracy(acc, figdir, rel, dse_hw, model),
-        section_sweep(Path(sweep_dir) if sweep_dir else None, figdir, rel),
+        section_sweep(Path(sweep_dir) if sweep_dir else None, figdir, rel, out_dir),
         section_per_op(dse_hw, model, figdir, rel),
         section_existing(out_dir, set()),
     ]

@@ -321,6 +321,7 @@ def latency_breakdown_plot(df: pd.DataFrame, path: Path, title: str) -> Path:
             bottom += d[c].values
         for i, tot in enumerate(bottom):
             ax.text(i, tot, f"{tot:.1f}", ha="center", va="bottom", fontsize=8)
+        ax.set_ylim(0, max(float(bottom.max()), 1e-9) * 1.3)  # from 0, with room for the totals and the legend
         ax.set_xticks(range(len(d)), d.index, rotation=20, fontsize=8)
         ax.set_ylabel("latency per pass, ms")
         ax.set_title(st)
