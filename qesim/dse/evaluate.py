@@ -293,14 +293,8 @@ class Evaluator:
         hw = self.point_hw(row)
         w = {k: _native(row[k]) for k in WORKLOAD_FIELDS}
         if _plan(w) is not None:  # a system: the same composition at n = 1 of the point's own config
-            from qesim.perf.estimate import compiled_graph
-
             cols = {"point_id": np.array([row["point_id"]]), **{p: np.array([row[p]]) for p in self.space.hw_paths}}
-            one = Evaluator(self.space)
-            one.struct_hw = lambda skey: hw  # noqa: E731  (the point's full config as its structure)
-            one.hwvec = lambda rep, rows: HwPoints.of(hw)  # noqa: E731
-            one.compiled = lambda skey, ww: compiled_graph(one.graph(ww), hw)  # noqa: E731
-            res = one._columns((), w, cols, HwPoints.of(hw))
+            res = _OnePoint(self.space, hw)._columns((), w, cols, HwPoints.of(hw))
             return {c: (_native(np.ravel(v)[0]) if np.ndim(v) else v) for c, v in res.items()}
         est = estimate_graph(self.graph(w), hw)
         base = estimate_graph(self.graph(_baseline(w)), hw)
@@ -318,6 +312,26 @@ class Evaluator:
                     mpe_macs_per_cycle=float(max(r.macs_per_cycle for r in hw.mpe.mm)),
                     **{c: (np.nan if (est.energy or {}).get(c) is None else est.energy[c]) for c in ENERGY_COLUMNS},
                     footprint_hbm_bytes=fp.bytes["hbm"], footprint_ddr_bytes=fp.bytes.get("ddr", 0.0), fits=fp.fits)
+
+
+class _OnePoint(Evaluator):
+    """The evaluator at one point's full config (its own structure, n = 1): the reference path of
+    a multi-device row."""
+
+    def __init__(self, space: Space, hw):
+        super().__init__(space)
+        self._point_hw = hw
+
+    def struct_hw(self, skey):
+        return self._point_hw
+
+    def hwvec(self, rep, rows) -> HwPoints:
+        return HwPoints.of(self._point_hw)
+
+    def compiled(self, skey, w) -> CompiledGraph:
+        from qesim.perf.estimate import compiled_graph
+
+        return compiled_graph(self.graph(w), self._point_hw)
 
 
 _EVALUATORS: dict = {}
