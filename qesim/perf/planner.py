@@ -772,12 +772,29 @@ def plan_points(spec: GemmSpec, *, w_buf, a_buf, o_buf, macs_per_cycle, extra_cy
     n, (wb, ab, ob, mpc, ec, wbpc, abpc) = _arrays(w_buf, a_buf, o_buf, macs_per_cycle, extra_cycles, w_bpc, a_bpc)
     B, inv, by_u, ustart = _buffer_groups(w_buf, a_buf, o_buf, wb, ab, ob)
     tabs = _tables(spec)
-    V = np.stack([wb, ab, ob, mpc, ec, wbpc, abpc], axis=1)
+    cols = _Cols([wb, ab, ob, mpc, ec, wbpc, abpc])
     if INFER if infer is None else infer:
-        out = _plan_along_rho(spec, tabs, V, B, inv, by_u, ustart)
+        out = _plan_along_rho(spec, tabs, cols, B, inv, by_u, ustart)
     else:
-        out = _plan_exact(spec, tabs, V, inv)
+        out = _plan_exact(spec, tabs, cols.rows(slice(None)), inv)
     return _finish(spec, tabs, out["tm"], out["tk"], out["tn"], out["order"], out["fits"])
+
+
+class _Cols:
+    """The per-point columns (w_buf, a_buf, o_buf, mpc, extra_cycles, w_bpc, a_bpc) kept apart: a
+    column by index, rows stacked into an (m, 7) array only for the subsets that are searched."""
+
+    def __init__(self, cols: list):
+        self.cols = cols
+
+    def __len__(self) -> int:
+        return len(self.cols[0])
+
+    def col(self, j: int) -> np.ndarray:
+        return self.cols[j]
+
+    def rows(self, idx) -> np.ndarray:
+        return np.stack([c[idx] for c in self.cols], axis=1)
 
 
 def _plan_exact(spec: GemmSpec, tabs: dict, V: np.ndarray, inv: np.ndarray) -> dict:
@@ -830,7 +847,7 @@ RHO_GAP = 2.0  # neighbouring samples further apart in rho than this do not shar
 INFER_FILL = 16  # a disagreeing gap with at most this many points: plan them all
 RHO_BOUNDS = (1e-9, 1e9)  # rho / (M K N) outside this: planned exactly, no inference
 MAX_LINES = 64  # more distinct buffer tuples than this in one call: the exact search for every point
-_LINES: dict = {}  # (GemmSpec, buffer tuple, eta) -> [rho samples (sorted), plans (k, 5) int64]
+_LINES: dict = {}  # (GemmSpec, buffer tuple, eta) -> [rho samples (sorted), plans (k, 5) int64, neighbours agree]
 _LINE_TRAFFIC: dict = {}  # (GemmSpec, buffer tuple) -> (w, x) or None
 
 
@@ -849,11 +866,11 @@ def _line_traffic(spec: GemmSpec, tabs: dict, b: np.ndarray):
     return _LINE_TRAFFIC[key]
 
 
-def _plan_along_rho(spec: GemmSpec, tabs: dict, V: np.ndarray, B: np.ndarray, inv, by_u, ustart) -> dict:
-    """Plans of the points V (rows as in :func:`_plan_exact`) along lines of rho (section comment)."""
+def _plan_along_rho(spec: GemmSpec, tabs: dict, V: "_Cols", B: np.ndarray, inv, by_u, ustart) -> dict:
+    """Plans of the points ``V`` (columns as in :func:`_plan_exact`) along lines of rho (section comment)."""
     n = len(V)
     if len(B) > MAX_LINES:  # buffers drawn per point: few points per tuple, the batched exact search is faster
-        return _plan_exact(spec, tabs, V, inv)
+        return _plan_exact(spec, tabs, V.rows(slice(None)), inv)
     out = {k: np.zeros(n, dtype=np.int64) for k in ("tm", "tk", "tn")}
     out["order"], out["fits"] = np.zeros(n, dtype=np.int8), np.zeros(n, dtype=bool)
     trs = [_line_traffic(spec, tabs, B[u]) for u in range(len(B))]
@@ -866,8 +883,8 @@ def _plan_along_rho(spec: GemmSpec, tabs: dict, V: np.ndarray, B: np.ndarray, in
         w0 = np.array([t[0] if t else 0.0 for t in trs])
         x0 = np.array([t[1] if t else 0.0 for t in trs])
         tr_pt = (w0[0], x0[0]) if one else (w0[inv], x0[inv])
-        rho = _mem_cycles(spec, tr_pt[0], tr_pt[1], V[:, 5], V[:, 6]) * V[:, 3]
-        eta = V[:, 4] * V[:, 3]
+        rho = _mem_cycles(spec, tr_pt[0], tr_pt[1], V.col(5), V.col(6)) * V.col(3)
+        eta = V.col(4) * V.col(3)
         mkn = float(spec.M) * spec.K * spec.N
         with np.errstate(invalid="ignore"):
             ok &= (np.isfinite(rho) & (rho >= RHO_BOUNDS[0] * mkn) & (rho <= RHO_BOUNDS[1] * mkn)
@@ -875,7 +892,7 @@ def _plan_along_rho(spec: GemmSpec, tabs: dict, V: np.ndarray, B: np.ndarray, in
         ek = _round_sig(eta) if eta.any() else eta
     ex = np.flatnonzero(~ok)
     if len(ex):
-        r = _plan_exact(spec, tabs, V[ex], inv[ex])
+        r = _plan_exact(spec, tabs, V.rows(ex), inv[ex])
         for k in out:
             out[k][ex] = r[k]
     # lines: (buffer tuple, eta) of the points that may infer
@@ -905,17 +922,16 @@ def _plan_along_rho(spec: GemmSpec, tabs: dict, V: np.ndarray, B: np.ndarray, in
             if memo is None:
                 if len(_LINES) > 65536:
                     _LINES.clear()
-                memo = _LINES[key] = [np.zeros(0), np.zeros((0, 5), np.int64)]
-            sr, sp_ = memo
+                memo = _LINES[key] = [np.zeros(0), np.zeros((0, 5), np.int64), np.zeros(0, bool)]
+            sr, sp_, agree = memo
             pos = np.searchsorted(sr, rr, side="right")
-            lo, hi = pos - 1, np.minimum(pos, len(sr) - 1)
+            lo = pos - 1
             hit = np.zeros(len(rr), bool)
             if len(sr):
                 lo0 = np.maximum(lo, 0)
                 at = (lo >= 0) & (sr[lo0] == rr)
                 inside = (lo >= 0) & (pos < len(sr))
-                same = inside & (sp_[lo0] == sp_[hi]).all(axis=1) & (sr[hi] <= sr[lo0] * RHO_GAP)
-                hit = at | same
+                hit = at | (inside & agree[lo0])  # the samples on both sides agree (and are close)
                 w = np.flatnonzero(hit)
                 if len(w):
                     plan = sp_[lo0[w]]
@@ -936,13 +952,16 @@ def _plan_along_rho(spec: GemmSpec, tabs: dict, V: np.ndarray, B: np.ndarray, in
         at = 0
         for key, rows_k, rho_k in asks:
             k = len(rows_k)
-            sr, sp_ = _LINES[key]
+            sr, sp_, _ = _LINES[key]
             allr = np.concatenate([sr, rho_k])
             allp = np.concatenate([sp_, plans[at:at + k]])
             o = np.argsort(allr, kind="stable")
             allr, allp = allr[o], allp[o]
             keep = np.r_[True, allr[1:] != allr[:-1]]
-            _LINES[key] = [allr[keep], allp[keep]]
+            allr, allp = allr[keep], allp[keep]
+            # agree[j]: samples j and j + 1 have one plan and are at most RHO_GAP apart (the last: False)
+            agree = np.r_[(allp[1:] == allp[:-1]).all(axis=1) & (allr[1:] <= allr[:-1] * RHO_GAP), False]
+            _LINES[key] = [allr, allp, agree]
             at += k
         pending = nxt
     return out
@@ -971,13 +990,13 @@ def _round_sig(x: np.ndarray, digits: int = 12) -> np.ndarray:
         return np.where(x > 0, np.round(x / q) * q, x)
 
 
-def _samples(spec: GemmSpec, tr, V: np.ndarray, ii: np.ndarray, rr: np.ndarray):
+def _samples(spec: GemmSpec, tr, V: "_Cols", ii: np.ndarray, rr: np.ndarray):
     """Sample rows (of V, plus synthetic neighbours) and their rho for unresolved points ``ii`` (rho
     ``rr``, sorted): all of them if few, each with neighbours at about rho * RHO_GAP**(+-1/2) (its
     bandwidths scaled; their rho recomputed by the same rule), else the first and last point of every
     sqrt(RHO_GAP)-wide bin of rho and nine quantiles."""
     if len(ii) <= INFER_FILL:
-        base = V[ii]
+        base = V.rows(ii)
         if spec.compute_hidden:
             return base, rr
         f = np.sqrt(RHO_GAP)
@@ -989,7 +1008,7 @@ def _samples(spec: GemmSpec, tr, V: np.ndarray, ii: np.ndarray, rr: np.ndarray):
     b = np.floor(np.log(rr / rr[0]) / np.log(np.sqrt(RHO_GAP))).astype(np.int64)
     pick = np.r_[True, b[1:] != b[:-1]] | np.r_[b[1:] != b[:-1], True]
     pick[np.linspace(0, len(rr) - 1, 9).astype(np.int64)] = True
-    return V[ii[pick]], rr[pick]
+    return V.rows(ii[pick]), rr[pick]
 
 
 def _finish(spec: GemmSpec, tabs: dict, tm, tk, tn, order, fits) -> PlanArrays:

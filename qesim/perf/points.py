@@ -68,7 +68,7 @@ class HwPoints:
         def f(path, default):
             v = over.get(path)
             if v is None:
-                return np.full(self.n, float(default))
+                return np.broadcast_to(np.float64(default), (self.n,))  # read-only, no n-element copy
             return np.broadcast_to(np.asarray(v, dtype=float), (self.n,)).copy()
 
         self.freq_mhz = f("frequency_mhz", rep.frequency_mhz)
