@@ -335,3 +335,12 @@ def test_structure_of_derived_configs():
     assert _struct_key(s) == structural_key(s) != _struct_key(hw)
     c = d.model_copy(update={"policy": s.policy})
     assert c._derived_from is None and _struct_key(c) == structural_key(s)
+
+
+def test_devices_axis_on_hardware_without_interconnect_names_the_space_field():
+    from qesim.dse.runner import check_space
+
+    sp = space_from_dict({"space": {"base": "flightllm-vhk158", "workload": {"model": "qwen2vl-2b", "devices": 2}}},
+                         "s.yaml")
+    with pytest.raises(InputError, match=r"s.yaml: space.workload devices=2 parallel=tp2: .*no interconnect"):
+        check_space(sp)

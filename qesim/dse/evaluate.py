@@ -22,6 +22,7 @@ from typing import Optional
 
 import numpy as np
 
+from qesim.errors import InputError
 from qesim.perf.compiled import CompiledGraph
 from qesim.perf.estimate import fp16_baseline
 from qesim.perf.points import HwPoints
@@ -110,7 +111,11 @@ class Evaluator:
         st = self._structures.get(key)
         if st is None:
             mg = (lambda b: self.graph({**w, "batch": b})) if int(w["batch"]) > 1 else None
-            st = self._structures[key] = parallel_structure(g, hw, plan, micro_graph=mg)
+            try:
+                st = self._structures[key] = parallel_structure(g, hw, plan, micro_graph=mg)
+            except InputError as e:  # name the space's fields, not the estimate command's flags
+                raise InputError(f"{self.space.source}: space.workload devices={w['devices']} "
+                                 f"parallel={w['parallel']}: {e}") from None
 
         def compiled_of(dg):
             ck = (key, id(dg))
