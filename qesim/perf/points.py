@@ -68,6 +68,8 @@ class HwPoints:
         def f(path, default):
             v = over.get(path)
             if v is None:
+                if self.n <= 256:  # a few points: a small array is cheaper than a broadcast view
+                    return np.full(self.n, float(default))
                 return np.broadcast_to(np.float64(default), (self.n,))  # read-only, no n-element copy
             return np.broadcast_to(np.asarray(v, dtype=float), (self.n,)).copy()
 

@@ -242,8 +242,14 @@ class LoweredLinear(Lowered):
         last = getattr(self, "_last_actions", None)
         if last is not None and last[0] is p:
             return last[1]
+        key = None
+        if len(p) == 1:  # one point: the tiling's numbers are the key (a new bandwidth, the same tiling)
+            key = (int(p.tm[0]), int(p.tk[0]), int(p.tn[0]), int(p.order[0]), bool(p.fits[0]))
+            if last is not None and last[2] == key:
+                self._last_actions = (p, last[1], key)
+                return last[1]
         a = self._actions(p)
-        self._last_actions = (p, a)
+        self._last_actions = (p, a, key)
         return a
 
     def _actions(self, p) -> dict:
