@@ -113,8 +113,10 @@ def test_datasheet_presets(name, gbps, fp16_tflops):
     assert 2 * hw.mpe.rate("mm", 16, 16) * hw.frequency_hz / 1e12 == pytest.approx(fp16_tflops, rel=2e-3)
     # datasheet only: the fitted fields are neutral (they live in the -calibrated configs); the structural
     # assumptions (wave tile, where dequantization runs) are set
-    for c in OP_CLASSES:
-        assert hw.terms.op_class(c) == OpClassTerms()
+    for c in OP_CLASSES:  # the NVIDIA presets carry a published attention efficiency (FlashAttention papers)
+        want = OpClassTerms(compute_efficiency=hw.terms.attention.compute_efficiency) if c == "attention" else OpClassTerms()
+        assert hw.terms.op_class(c) == want
+    assert hw.terms.attention.compute_efficiency == {"nvidia-a100-80gb": 0.615, "nvidia-h100-sxm": 0.35}.get(name, 1.0)
     assert hw.terms.correction_factor == 1.0 and hw.terms.wave_tile is not None and hw.terms.dequant.unit == "sfu"
     # every line carrying a number has a source comment or says it is an assumption
     for line in (config_dir() / f"{name}.yaml").read_text().splitlines():

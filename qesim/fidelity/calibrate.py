@@ -186,14 +186,14 @@ def transfer_terms(hw_path: str, terms_from: str, out: str, command: str = "qesi
     from qesim.hw.loader import config_from_dict, load_hw
 
     src, donor_p = _resolve(hw_path), _resolve(terms_from)
-    load_hw(str(src))
     donor = load_hw(str(donor_p))
+    own = load_hw(str(src))
     blocks = {}
     for cls in OP_CLASSES:
         oc = donor.terms.op_class(cls)
-        if oc == OpClassTerms():
-            continue
-        blocks[cls] = [(k, v, f"from {donor_p.name} (fitted there; not fitted on this device)")
+        if oc == OpClassTerms() or own.terms.op_class(cls) != OpClassTerms():
+            continue  # nothing to carry, or the target's own (sourced) block wins
+        blocks[cls] = [(k, v, f"from {donor_p.name} (fitted or sourced there; not fitted on this device)")
                        for k, v in oc.model_dump().items() if v is not None]
     if not blocks:
         raise InputError(f"{terms_from}: no fitted terms to transfer (every op class is neutral)")

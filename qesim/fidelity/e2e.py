@@ -110,7 +110,8 @@ def e2e_markdown(df) -> str:
     L = ["## End to end: LLaMA-2-7B batch 1 against published measurements", "",
          "**Never fitted.** No number in any config was fitted to these rows: the A100 terms come "
          "from `qesim calibrate` on the LLMCompass A100 kernels (the train set above), the H100 terms are the "
-         "A100-fitted shape on H100 datasheet numbers (`qesim calibrate --terms-from`), and the structural "
+         "A100-fitted shape on H100 datasheet numbers with the linear compute efficiency refitted on published "
+         "H100 GEMM micro-benchmarks (`qesim calibrate --terms-from --refit`, `data/h100/README.md`), and the structural "
          "choices (the stack's launch cost, `terms.dequant.pipelined`, the decode context, the lm_head "
          "precision) are read from the sources cited in `qesim/fidelity/e2e.py`, the configs' YAML comments "
          "and `data/published_e2e.csv`. Caveat: `terms.dequant.pipelined: false` is a yes/no choice taken from "
@@ -119,10 +120,12 @@ def e2e_markdown(df) -> str:
          "`harness` = calibrated config as is (its fixed costs are LLMCompass's eager + synchronize per kernel); "
          f"`stack` = fitted efficiencies, {STACK_LAUNCH_US:g} us fixed cost per kernel, no floor (assumption: "
          f"{STACK_BAND_US[0]:g}-{STACK_BAND_US[1]:g} us per launch, the band in brackets; torchao and gpt-fast "
-         "decode run under CUDA graphs, `torch.compile(mode='reduce-overhead')`; TensorRT-LLM launches from C++); "
+         "decode run under CUDA graphs, `torch.compile(mode='reduce-overhead')`; TensorRT-LLM launches from C++; "
+         "charged per qesim op, 14 per decoder layer, while the stacks fuse some of them, e.g. gpt-fast's `wqkv`: "
+         "per real kernel that is more than 4 us); "
          "`pipelined` = `stack` with dequantization hidden under the weight loads (`terms.dequant.pipelined: "
-         "true`, the earlier model); `none` = no fixed cost; `datasheet` = the datasheet config with neutral "
-         "terms. Errors: predicted / measured - 1.", "",
+         "true`, the earlier model); `none` = no fixed cost; `datasheet` = the datasheet preset (its fitted terms neutral; its sourced "
+         "structural terms kept: wave tile, dequantization, the FlashAttention papers' attention efficiency). Errors: predicted / measured - 1.", "",
          "| row | stack | stage | setting | lm_head | measured ms | datasheet | harness | stack [3-5 us] | pipelined | none |",
          "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in df.itertuples():

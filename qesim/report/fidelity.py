@@ -52,8 +52,11 @@ def fidelity_markdown(res, command: str) -> str:
           f"- **test, never fitted**: the transfer devices ({tr}: datasheet + the {dev}-fitted shape) and, when the "
           "end-to-end section is present, every published LLaMA-2-7B measurement in it (no config number was "
           "fitted to them; see its caveat on the one structural yes/no choice).",
+          "- **fitted on other kernel data** (never on a test set above or below): the linear compute efficiency of "
+          "`nvidia-h100-sxm-calibrated` and `amd-mi210-calibrated`, on published square-GEMM micro-benchmarks "
+          "(`qesim calibrate --terms-from --refit`, `qesim/fidelity/data/h100`, `data/mi210`).",
           "- The configs' structural choices (wave tile, where and how dequantization runs, the stack's launch cost) "
-          "are sourced in their YAML comments, not fitted."]
+          "and the attention efficiency (FlashAttention-2/-3 papers) are sourced in their YAML comments, not fitted."]
     L += ["", f"## {dev}", "",
           "| op class (kernel) | kernels | datasheet | in sample | k-fold | leave-one-family-out | k-fold max |",
           "|---|---:|---:|---:|---:|---:|---:|"]
