@@ -17,7 +17,9 @@ def write_fidelity(res, out_dir: Path, command: str) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv = out_dir / "fidelity.csv"
-    res.kernels.to_csv(csv, index=False, float_format="%.6g")
+    root = str(Path(__file__).resolve().parents[2]) + "/"  # the checkout: sources relative to it, not per machine
+    k = res.kernels.assign(source=[s[len(root):] if str(s).startswith(root) else s for s in res.kernels.source])
+    k.to_csv(csv, index=False, float_format="%.6g")
     png = fidelity_plot(res.kernels, out_dir / "fidelity.png")
     md = out_dir / "fidelity.md"
     md.write_text(fidelity_markdown(res, command))
