@@ -29,3 +29,11 @@ def test_accuracy_quick_minilm(tmp_path):
         assert ("rtn", s, "block_rel_err.5") in val  # 6 blocks
     md = (tmp_path / "accuracy.md").read_text()
     assert "Produced by: `qesim accuracy" in md and "| lqer |" in md
+    # intervals in the table; wall times only in accuracy_timing.csv (reruns rewrite the report identically)
+    lo, hi = val[("lqer", "W4A8", "cos_mean_lo")], val[("lqer", "W4A8", "cos_mean_hi")]
+    assert lo <= val[("lqer", "W4A8", "cos_mean")] <= hi and f"[{lo:.4g}, {hi:.4g}]" in md
+    assert not any(r["metric"] in ("quant_s", "eval_s") or r["method"] == "_run" for r in rows)
+    assert " s)" not in md and "quant_s" not in md and "UTC" not in md
+    timing = list(csv.DictReader(open(tmp_path / "accuracy_timing.csv")))
+    assert {("lqer", "quant_s"), ("rtn", "eval_s")} <= {(r["method"], r["metric"]) for r in timing}
+    assert any(r["method"] == "_run" and r["metric"] == "total_s" for r in timing)

@@ -61,6 +61,34 @@ def test_fronts_and_budget_matches(result, tmp_path):
     assert "Where QE sits" in md and "significant" in md and "qesim accuracy --pareto (test)" in md
     assert (tmp_path / "quant_pareto.csv").read_text().count("\n") == len(r.points) + 2
     assert any(str(p).endswith(".png") for p in paths)
+    # wall times only in the timing file: a rerun with other timings writes the same report
+    md1, csv1 = md, (tmp_path / "quant_pareto.csv").read_text()
+    write_pareto_report([r], tmp_path, "qesim accuracy --pareto (test)", 123.0, 45.0)
+    assert (tmp_path / "quant_pareto.md").read_text() == md1
+    assert (tmp_path / "quant_pareto.csv").read_text() == csv1
+    timing = (tmp_path / "quant_pareto_timing.csv").read_text()
+    assert "all,command_wall_s,123.0" in timing and "qe-4+2x4.fit_s" in timing
+    assert "calib_capture_s" not in md1 and "wall" not in md1.split("\n")[2]
+
+
+def test_progress_bars_on_calibration_and_fits(result, capsys, monkeypatch):
+    """quiet=False shows tqdm bars (calibration capture, per-block fit) on stderr; quiet=True none."""
+    from qesim.quant.apply import quantize_model
+    from qesim.quant.calib import Calibration
+
+    monkeypatch.delenv("QESIM_PROGRESS", raising=False)
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    m = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                     num_attention_heads=2, num_key_value_heads=2)).eval()
+    ids = torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(0))
+    cal = Calibration.build(m, [{"input_ids": ids}], quiet=False)
+    quantize_model(m, "rtn", "W4A8", cal, progress=True)
+    err = capsys.readouterr().err
+    assert "calibration capture" in err and "calibrate rtn W4A8" in err and "2/2" in err
+    cal = Calibration.build(m, [{"input_ids": ids}])
+    quantize_model(m, "rtn", "W4A8", cal)
+    assert capsys.readouterr().err == ""
 
 
 @pytest.mark.slow

@@ -3,9 +3,12 @@
     qesim accuracy --model smollm2-135m --methods rtn,smoothquant,awq,gptq,lqer,aser,qe \\
                    --settings W4A6,W4A8,W3A16 --out reports/ [--ablation] [--quick]
 
-Writes ``OUT/accuracy.csv`` (columns ``model,method,setting,metric,value``; wall times as the
-metrics ``quant_s`` / ``eval_s`` and method ``_run`` rows) and ``OUT/accuracy.md`` (tables,
-the command line, sizes, timings and notes).
+Writes ``OUT/accuracy.csv`` (columns ``model,method,setting,metric,value``; perplexity with its
+95 % bootstrap interval ``ppl_lo``/``ppl_hi``), ``OUT/accuracy.md`` (tables, the command line,
+sizes and notes) and, for smollm2-135m, ``OUT/speed_vs_accuracy.{csv,md,png}`` (the same
+perplexities beside the modelled speedups). Wall/CPU times go to ``OUT/accuracy_timing.csv``
+(same columns; ``_run`` rows for the whole run), not into the report, so a rerun rewrites
+accuracy.md/.csv byte-identically. ``--quiet`` silences the progress bars and messages only.
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ def register(sub) -> None:
     p.add_argument("--ablation-seeds", metavar="S,S,...", default=None,
                    help="do not run the grid: QE ablation at the full rank budget (--rank, default 64) over these "
                         "calibration seeds, paired intervals; writes OUT/qe_ablation.{md,csv} (causal model only)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars / progress messages (outputs are the same)")
     p.set_defaults(func=run)
 
 
@@ -73,6 +76,22 @@ def _split(s: str, what: str = "list") -> list[str]:
 
 
 ACCURACY_COLUMNS = ("model", "method", "setting", "metric", "value")
+#: wall/CPU-time metrics: written to accuracy_timing.csv, never into accuracy.csv/.md (reruns byte-identical)
+TIMING_METRICS = frozenset({"quant_s", "eval_s", "quant_cpu_s", "eval_cpu_s"})
+
+
+def _is_timing(method: str, metric: str) -> bool:
+    return method == "_run" or metric in TIMING_METRICS
+
+
+def _write_rows(path: Path, rows: list) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(list(ACCURACY_COLUMNS))
+        for r in rows:
+            w.writerow([r[0], r[1], r[2], r[3], f"{r[4]:.6g}" if isinstance(r[4], float) else r[4]])
+    tmp.replace(path)
 
 
 def check_accuracy_csv(src: Path, flag: str) -> None:
@@ -148,28 +167,26 @@ def run(args) -> int:
     cfg = RunConfig(model=args.model, methods=methods, settings=settings, quick=args.quick, n_calib=args.calib,
                     n_eval=args.n_eval, seed=args.seed, rank=args.rank, ablation=args.ablation,
                     ablation_setting=parse_setting(args.ablation_setting).name, sequential=None if args.sequential is None else args.sequential == "on",
-                    opts=opts)
+                    opts=opts, quiet=args.quiet)
     say = (lambda s: None) if args.quiet else (lambda s: print(f"[accuracy] {s}", file=sys.stderr, flush=True))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cmd = "qesim accuracy " + _argline(args)
 
     def write(res) -> None:
-        rows = list(res.rows)
-        for k, v in res.timings.items():
-            rows.append((args.model, "_run", "-", k, v))
-        tmp = out / "accuracy.csv.tmp"
-        with open(tmp, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["model", "method", "setting", "metric", "value"])
-            for r in rows:
-                w.writerow([r[0], r[1], r[2], r[3], f"{r[4]:.6g}" if isinstance(r[4], float) else r[4]])
-        tmp.replace(out / "accuracy.csv")
+        _write_rows(out / "accuracy.csv", [r for r in res.rows if not _is_timing(r[1], r[3])])
+        _write_rows(out / "accuracy_timing.csv", [r for r in res.rows if _is_timing(r[1], r[3])]
+                    + [(args.model, "_run", "-", k, v) for k, v in res.timings.items()])
         (out / "accuracy.md").write_text(render_markdown(cfg, res, cmd))
 
     res = run_accuracy(cfg, progress=say, checkpoint=write)
     write(res)
-    say(f"wrote {out / 'accuracy.csv'} and {out / 'accuracy.md'} (total {res.timings.get('total_s', 0):.0f} s)")
+    paths = [out / "accuracy.csv", out / "accuracy.md", out / "accuracy_timing.csv"]
+    if args.model == "smollm2-135m":  # the speed-beside-accuracy table of the same run (one command)
+        from qesim.eval.speed import write_speed_report
+
+        paths += write_speed_report(out / "accuracy.csv", out, f"{cmd} (speed table from its accuracy.csv)")
+    print("wrote " + ", ".join(map(str, paths)) + f" (total {res.timings.get('total_s', 0):.0f} s)", file=sys.stderr)
     return 0
 
 
@@ -199,6 +216,7 @@ def _pareto(args) -> int:
         else:
             cfg = ParetoConfig.small(m) if args.pareto_grid == "small" else ParetoConfig(model=m)
         cfg.threads = max(1, args.threads)
+        cfg.quiet = args.quiet
         if enc and not args.quick:  # paragraphs instead of 128-token chunks
             cfg.n_calib, cfg.n_eval, cfg.n_ood = 64, 128, 2 * cfg.n_ood
         cfg.setting = setting
@@ -237,7 +255,8 @@ def _ablation_seeds(args) -> int:
     package_dir(args.model)
     from qesim.eval.ablation import AblationConfig, run_ablation, write_ablation_report
 
-    cfg = AblationConfig(model=args.model, setting=setting, seeds=seeds, rank=args.rank, threads=max(1, args.threads))
+    cfg = AblationConfig(model=args.model, setting=setting, seeds=seeds, rank=args.rank, threads=max(1, args.threads),
+                         quiet=args.quiet)
     if args.quick:
         cfg.n_calib, cfg.n_eval = 4, 8
     if args.calib:
@@ -307,11 +326,14 @@ def _merge(args) -> int:
             res.timings[f"{r[2]}.{r[3]}"] = r[4]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "accuracy.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["model", "method", "setting", "metric", "value"])
-        for r in rows:
-            w.writerow([r[0], r[1], r[2], r[3], f"{r[4]:.6g}"])
+    _write_rows(out / "accuracy.csv", [r for r in rows if not _is_timing(r[1], r[3])])
+    timing = [r for r in rows if _is_timing(r[1], r[3])]
+    for src in srcs:  # the sources' own timing files, if they were written by this version
+        tsrc = src.with_name("accuracy_timing.csv")
+        if tsrc.exists():
+            timing += [(r["model"], r["method"], r["setting"] if r["method"] != "_run" else src.parent.name,
+                        r["metric"], float(r["value"])) for r in csv.DictReader(open(tsrc))]
+    _write_rows(out / "accuracy_timing.csv", timing)
     (out / "accuracy.md").write_text(render_markdown(cfg, res, f"qesim accuracy --merge {args.merge} --out {args.out}"))
     print(f"wrote {out / 'accuracy.csv'} and {out / 'accuracy.md'}", file=sys.stderr)
     return 0
@@ -332,6 +354,15 @@ def _argline(args) -> str:
     return " ".join(parts)
 
 
+def _with_ci(vals: dict, m: str, s: str, k: str) -> str:
+    """``value [lo, hi]`` when the run recorded the interval (``<k>_lo`` / ``<k>_hi``), else the value."""
+    v = vals[(m, s, k)]
+    lo, hi = vals.get((m, s, f"{k}_lo")), vals.get((m, s, f"{k}_hi"))
+    if lo is None or hi is None:
+        return f"{v:.4g}"
+    return f"{v:.4g} [{lo:.4g}, {hi:.4g}]"
+
+
 def _seq_text(seq) -> str:
     if seq is None:
         return "each method's reference default (GPTQ sequential: quantized blocks propagate; the others FP inputs at every block)"
@@ -344,13 +375,18 @@ def render_markdown(cfg, res, cmd: str) -> str:
     vals: dict[tuple, float] = {(m, s, k): v for (_, m, s, k, v) in res.rows}
     primary = "ppl" if any(k == "ppl" for (_, _, k) in vals) else "cos_mean"
     better = "lower is better" if primary == "ppl" else "higher is better"
-    L = [f"# Accuracy: {cfg.model}", "", f"Produced by: `{cmd}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).", ""]
+    L = [f"# Accuracy: {cfg.model}", "", f"Produced by: `{cmd}`. Wall/CPU times per method: `accuracy_timing.csv` "
+         "beside this file (kept out of it so a rerun rewrites this report byte-identically).", ""]
     L.append(f"Calibration/evaluation: {res.info}. Low-rank budget (LQER/ASER/QE total rank): {cfg.rank}. "
              f"Calibration inputs: {_seq_text(cfg.sequential)}. "
              f"Seed {cfg.seed}.")
     L.append("")
     fpv = vals.get(("fp", "W16A16", primary))
-    L.append(f"## {primary} ({better}); fp32 reference = {fpv:.4g}" if fpv is not None else f"## {primary}")
+    L.append(f"## {primary} ({better}); fp32 reference = {_with_ci(vals, 'fp', 'W16A16', primary)}"
+             if fpv is not None else f"## {primary}")
+    L.append("")
+    L.append("Brackets: 95 % bootstrap interval over the evaluation chunks (paragraphs), 2000 resamples "
+             "(`qesim/eval/stats.py`); a run written before intervals were recorded shows none.")
     L.append("")
     methods = [m for m in cfg.methods if any(k[0] == m for k in vals)]
     L.append("| method | " + " | ".join(cfg.settings) + " |")
@@ -360,7 +396,7 @@ def render_markdown(cfg, res, cmd: str) -> str:
         for s in cfg.settings:
             v = vals.get((m, s, primary))
             extra = "" if primary == "ppl" or (m, s, "cos_min") not in vals else f" (min {vals[(m, s, 'cos_min')]:.3f})"
-            cells.append("—" if v is None else f"{v:.4g}{extra}")
+            cells.append("—" if v is None else f"{_with_ci(vals, m, s, primary)}{extra}")
         L.append(f"| {m} | " + " | ".join(cells) + " |")
     L += ["", "## Mean per-block relative output error on held-out tokens", "",
           "err_i = ||f_q(x) - f(x)|| / ||f(x) - x|| with FP inputs x at every block, averaged over blocks (max in brackets).", ""]
@@ -380,19 +416,12 @@ def render_markdown(cfg, res, cmd: str) -> str:
               f"| variant | {primary} | block err mean |", "|---|---|---|"]
         for a, lbl in abl:
             key = f"qe[{a}]" if (f"qe[{a}]", cfg.ablation_setting, primary) in vals else "qe"
-            L.append(f"| {lbl} | {vals[(key, cfg.ablation_setting, primary)]:.4g} | "
+            L.append(f"| {lbl} | {_with_ci(vals, key, cfg.ablation_setting, primary)} | "
                      f"{vals.get((key, cfg.ablation_setting, 'block_rel_err_mean'), float('nan')):.4f} |")
-    L += ["", "## Wall times (2-core CPU, torch threads = 2; CPU = process CPU seconds, less sensitive to other load on the box)", "", "| method | " + " | ".join(cfg.settings) + " |",
-          "|---|" + "---|" * len(cfg.settings)]
-    for m in methods:
-        cells = []
-        for s in cfg.settings:
-            q, e = vals.get((m, s, "quant_s")), vals.get((m, s, "eval_s"))
-            qc, ec = vals.get((m, s, "quant_cpu_s")), vals.get((m, s, "eval_cpu_s"))
-            cells.append("—" if q is None else f"quant {q:.1f} s + eval {e:.1f} s (CPU {qc:.0f} + {ec:.0f} s)")
-        L.append(f"| {m} | " + " | ".join(cells) + " |")
-    L.append("")
-    L.append("Run: " + ", ".join(f"{k} {v:.1f} s" for k, v in res.timings.items()) + ".")
+    L += ["", "## Remaining deviations from the reference implementations", ""]
+    from qesim.report.quant_pareto import DEVIATIONS
+
+    L += [f"- {d}" for d in DEVIATIONS]
     if res.notes:
         L += ["", "## Notes", ""] + [f"- {n}" for n in res.notes]
     return "\n".join(L) + "\n"

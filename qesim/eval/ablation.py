@@ -43,6 +43,7 @@ class AblationConfig:
     seq_len: int = 128
     threads: int = 2
     variants: tuple = VARIANTS
+    quiet: bool = True  # False: tqdm progress bars (seed x variant fits, calibration blocks)
 
 
 @dataclass
@@ -80,16 +81,21 @@ def run_ablation_on(model, calib_for_seed: Callable[[int], list], eval_ids: torc
     fp, ntok = chunk_nll(model, eval_ids)
     res.fp_nll, res.ntok = fp.numpy(), ntok.numpy()
     t0 = time.time()
+    from qesim.progress import bar
+
+    fits = [v for v in cfg.variants if v != "se_random_routing"]
+    pbar = bar(len(cfg.seeds) * len(fits), "QE ablation (seed x variant)", quiet=cfg.quiet, unit="fit")
     for seed in cfg.seeds:
-        calib = Calibration.build(model, calib_for_seed(seed))
+        calib = Calibration.build(model, calib_for_seed(seed), quiet=cfg.quiet)
         fitted = {}
         for v in cfg.variants:
             if v == "se_random_routing":
                 continue
             t = time.time()
             qm, _ = quantize_model(model, "qe", cfg.setting, calib, seed=seed, rank=cfg.rank,
-                                   **variant_opts(v, cfg.rank, cfg.n_routed))
+                                   progress=not cfg.quiet, **variant_opts(v, cfg.rank, cfg.n_routed))
             fitted[v] = qm
+            pbar.update()
             res.nll.setdefault(v, []).append(chunk_nll(qm, eval_ids)[0].numpy())
             progress(f"seed {seed} {v}: ppl {ppl_interval(res.nll[v][-1], res.ntok).fmt()} ({time.time() - t:.0f} s)")
             if v == "full" and "se_random_routing" in cfg.variants:
@@ -101,6 +107,7 @@ def run_ablation_on(model, calib_for_seed: Callable[[int], list], eval_ids: torc
             if v != "full":
                 del fitted[v], qm
         fitted.clear()
+    pbar.close()
     res.info["seconds"] = time.time() - t0
     return res
 
@@ -140,8 +147,8 @@ def write_ablation_report(res: AblationResult, out_dir, cmd: str, wall_s: float,
                 w.writerow([v, s, f"{iv.value:.6g}", f"{iv.lo:.6g}", f"{iv.hi:.6g}"])
     fp = ppl_interval(res.fp_nll, res.ntok)
     L = [f"# QE ablation at the full rank budget over calibration seeds: {cfg.model}, {cfg.setting}", "",
-         f"Produced by: `{cmd}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}); wall {wall_s:.0f} s, "
-         f"process CPU {cpu_s:.0f} s (2-core box shared with other jobs).", "",
+         f"Produced by: `{cmd}`. Wall and CPU times: `qe_ablation_timing.csv` beside this file (kept out of it "
+         "so a rerun rewrites this report byte-identically).", "",
          f"Active rank R = {cfg.rank} per linear in every variant, Nr = {cfg.n_routed}; calibration seeds "
          f"{', '.join(map(str, cfg.seeds))} ({cfg.n_calib} x {cfg.seq_len} tokens each, a different subset of the "
          f"even pydoc chunks per seed); evaluation: the same {res.info.get('eval_chunks', len(res.ntok))} odd pydoc "
@@ -169,4 +176,10 @@ def write_ablation_report(res: AblationResult, out_dir, cmd: str, wall_s: float,
             L.append(f"- {p.verdict(LABELS[a], LABELS[b])}: ratio {p.ratio:.4f} [{p.lo:.4f}, {p.hi:.4f}]"
                      + ("" if p.seeds_agree else " (seeds disagree in sign)"))
     (out / "qe_ablation.md").write_text("\n".join(L) + "\n")
-    return [out / "qe_ablation.csv", out / "qe_ablation.md"]
+    with open(out / "qe_ablation_timing.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["item", "seconds"])
+        w.writerow(["fits_and_evals_wall_s", f"{res.info.get('seconds', float('nan')):.1f}"])
+        w.writerow(["command_wall_s", f"{wall_s:.1f}"])
+        w.writerow(["command_cpu_s", f"{cpu_s:.1f}"])
+    return [out / "qe_ablation.csv", out / "qe_ablation.md", out / "qe_ablation_timing.csv"]

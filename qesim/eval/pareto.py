@@ -10,9 +10,11 @@ Budgets (per linear, ranks in units of one rank-1 adapter pair ``in + out`` para
 * active rank (the adapter FLOPs per token): LQER/ASER ``r``; QE ``r_s + r_r`` (top-1 routing);
 * stored adapter memory: LQER/ASER ``r``; QE ``r_s + Nr * r_r`` plus the router (``in x Nr``)
   — counted in bytes from the exported graph (``qesim.perf.model.adapter_params``), plus the
-  per-linear input-scaling vectors of QE/ASER (``in`` x 16 bit, not yet charged by the cost
-  model, see ``/work/coord/QUANT_NEEDS.md``);
-* modelled latency: ``qesim.perf.model.estimate_graph`` of the exported graph.
+  per-linear input-scaling vectors of QE/ASER: the constant vector operands of the graph's SFU
+  ops (``SfuOp.const_elems`` at ``in_bits``; the cost model loads them per call, see
+  ``qesim.perf.fusion.sfu_const_bytes``);
+* modelled latency: ``qesim.perf.model.estimate_graph`` of the exported graph (omega's vector
+  loads included).
 
 LQER is fitted once at the largest rank; a rank-r point keeps the leading r singular triplets of
 that fit (the truncated SVD of the same matrix = fitting at rank r, up to rounding). ASER likewise,
@@ -55,6 +57,10 @@ class ParetoConfig:
     opts: dict = field(default_factory=dict)
 
     threads: int = 2
+    quiet: bool = True  # False: tqdm progress bars (points, calibration blocks)
+
+    def n_points(self) -> int:
+        return len(self.plain) + len(LOWRANK) * len(self.ranks) + len(self.qe_configs)
 
     @classmethod
     def small(cls, model: str = "smollm2-135m") -> "ParetoConfig":
@@ -132,8 +138,8 @@ def graph_costs(qmodel, method: str, setting: str, name: str, hw_names: list, st
                 if op.kind == "linear" and op.adapters is not None:
                     _, stored = adapter_params(op.adapters, op.in_features, op.out_features, op.tokens)
                     ad_bytes += stored * op.adapters.adapter_bits / 8.0 * op.repeat
-                if op.kind == "sfu" and op.name.endswith("_omega"):
-                    sc_bytes += op.width * op.in_bits / 8.0 * op.repeat
+                if op.kind == "sfu" and op.const_elems:  # omega: what the cost model loads per call
+                    sc_bytes += op.const_elems * op.in_bits / 8.0 * op.repeat
         for h in hw_names:
             lat[(h, stage)] = estimate_graph(g, load_hw(h)).latency_s
     return lat, ad_bytes, sc_bytes
@@ -180,7 +186,7 @@ def run_pareto_on(model, kind: str, calib_batches: list, eval_sets: dict, cfg: P
     hw_names = list(cfg.hw or preset_names())
     stages = ["prefill", "decode"] if kind == "causal" else ["prefill"]
     t0 = time.time()
-    calib = Calibration.build(model, calib_batches)
+    calib = Calibration.build(model, calib_batches, quiet=cfg.quiet)
     info = {"calib_tokens": calib.n_tokens, "calib_capture_s": time.time() - t0}
     ntok = None
     if kind == "causal":
@@ -206,7 +212,10 @@ def run_pareto_on(model, kind: str, calib_batches: list, eval_sets: dict, cfg: P
     fp = summarize(fp_per)
     info["fp_eval_s"] = time.time() - t
     progress(f"{graph_name} fp: " + ", ".join(f"{k} {v.fmt()}" for k, v in fp.items()))
-    base_opts = dict(cfg.opts, seed=cfg.seed)
+    base_opts = dict(cfg.opts, seed=cfg.seed, progress=not cfg.quiet)
+    from qesim.progress import bar
+
+    pbar = bar(cfg.n_points(), f"pareto {graph_name}", quiet=cfg.quiet, unit="point")
     if kind == "causal":
         base_opts.setdefault("awq_batches", 1)
         base_opts.setdefault("awq_seqs", 2)
@@ -220,6 +229,7 @@ def run_pareto_on(model, kind: str, calib_batches: list, eval_sets: dict, cfg: P
         p = Point(label, method, active, stored, per, summarize(per), ab, sb, lat, dict(extra or {}, eval_s=ev_s),
                   quant_s)
         points.append(p)
+        pbar.update()
         progress(f"{graph_name} {label:>14s}: " + ", ".join(f"{k} {v.fmt()}" for k, v in p.metric.items())
                  + f"  adapters {p.memory_bytes / 2**20:.2f} MiB  quant {quant_s:.0f} s  eval {ev_s:.0f} s")
         return p
@@ -252,6 +262,7 @@ def run_pareto_on(model, kind: str, calib_batches: list, eval_sets: dict, cfg: P
                 {"r_s": rs, "r_r": rr, "Nr": nr, "k": min(32, rs)})
         p.extra.update(qe_stats(qm))  # after the evaluation: routing measured on its chunks
         del qm, p
+    pbar.close()
     info["total_s"] = time.time() - t0
     return ParetoResult(graph_name, kind, st.name, points, ntok, fp, info, hw_names, stages)
 

@@ -18,7 +18,8 @@ from typing import Callable, Optional
 import torch
 
 from qesim.eval.data import lm_splits, para_splits
-from qesim.eval.metrics import BlockErrorProbe, embed, encoder_batches, perplexity
+from qesim.eval.metrics import BlockErrorProbe, chunk_nll, embed, encoder_batches
+from qesim.eval.stats import mean_interval, ppl_interval
 from qesim.eval.models import load_model
 from qesim.quant.apply import quantize_model
 from qesim.quant.calib import Calibration
@@ -47,6 +48,7 @@ class RunConfig:
     sequential: Optional[bool] = None  # None = each method's reference default (GPTQ sequential)
     calib_batch: int = 4
     opts: dict = field(default_factory=dict)
+    quiet: bool = True  # False: tqdm progress bars (runs, calibration blocks, quantized blocks)
 
     def sizes(self, kind: str) -> tuple[int, int]:
         if kind == "causal":
@@ -84,7 +86,9 @@ def run_accuracy(cfg: RunConfig, progress: Callable[[str], None] = lambda s: Non
         res.info.update(calib_tokens=int(cal_ids.numel()), eval_tokens=int(ev_ids.numel()))
 
         def evaluate(m):
-            return {"ppl": perplexity(m, ev_ids)}
+            nll, ntok = chunk_nll(m, ev_ids)
+            iv = ppl_interval(nll.numpy(), ntok.numpy())  # 95 % bootstrap over the evaluation chunks
+            return {"ppl": iv.value, "ppl_lo": iv.lo, "ppl_hi": iv.hi}
     else:
         cal_txt, ev_txt = para_splits(n_cal, n_ev, cfg.seed)
         cal_batches = encoder_batches(tok, cal_txt, batch_size=bs * 4)
@@ -95,10 +99,11 @@ def run_accuracy(cfg: RunConfig, progress: Callable[[str], None] = lambda s: Non
 
         def evaluate(m):
             cos = (embed(m, ev_batches) * ref).sum(-1)
-            return {"cos_mean": float(cos.mean()), "cos_min": float(cos.min())}
+            iv = mean_interval(cos.double().numpy())  # 95 % bootstrap over the evaluation paragraphs
+            return {"cos_mean": iv.value, "cos_mean_lo": iv.lo, "cos_mean_hi": iv.hi, "cos_min": float(cos.min())}
 
     t = time.time()
-    calib = Calibration.build(model, cal_batches)
+    calib = Calibration.build(model, cal_batches, quiet=cfg.quiet)
     res.timings["calib_capture_s"] = time.time() - t
     res.info["calib_tokens_valid"] = calib.n_tokens
     probe = BlockErrorProbe(model, probe_batches)
@@ -122,14 +127,18 @@ def run_accuracy(cfg: RunConfig, progress: Callable[[str], None] = lambda s: Non
     if cfg.ablation and qe_ok:
         runs += [(f"qe[{a}]", cfg.ablation_setting, {"qe_ablation": a}) for a in QE_ABLATIONS
                  if not (a == "full" and "qe" in cfg.methods and cfg.ablation_setting in cfg.settings)]
-    opts_base = dict(cfg.opts, rank=cfg.rank, seed=cfg.seed, sequential=cfg.sequential)
+    opts_base = dict(cfg.opts, rank=cfg.rank, seed=cfg.seed, sequential=cfg.sequential, progress=not cfg.quiet)
     if lm.kind == "causal":  # AWQ grid search on 2 x 128 calibration tokens (cost: 20 x 3 groups x 30 blocks)
         opts_base.setdefault("awq_batches", 1)
         opts_base.setdefault("awq_seqs", 2)
     res.info["awq_search"] = f"{opts_base.get('awq_batches', 2)} mini-batch(es), {opts_base.get('awq_seqs', 'all')} seq each"
+    from qesim.progress import bar
+
+    pbar = bar(len(runs), "accuracy (method x setting)", quiet=cfg.quiet, unit="run")
     for label, setting, extra in runs:
         method = "qe" if label.startswith("qe") else label
         st = parse_setting(setting)
+        pbar.set_postfix_str(f"{label} {st.name}")
         t, c = time.time(), time.process_time()
         try:
             qm, rep = quantize_model(model, method, st, calib, **opts_base, **extra)
@@ -137,6 +146,7 @@ def run_accuracy(cfg: RunConfig, progress: Callable[[str], None] = lambda s: Non
             res.notes.append(f"{label} {st.name} FAILED: {type(e).__name__}: {e}")
             progress(f"{label} {st.name} FAILED: {e}")
             log.debug(traceback.format_exc())
+            pbar.update()
             continue
         tq, cq = time.time() - t, time.process_time() - c
         t, c = time.time(), time.process_time()
@@ -157,9 +167,11 @@ def run_accuracy(cfg: RunConfig, progress: Callable[[str], None] = lambda s: Non
         res.rows.append((cfg.model, label, st.name, "eval_cpu_s", ce))
         progress(f"{label:>28s} {st.name}: {mets}  block_err {statistics.fmean(errs):.4f}  quant {tq:.1f} s  eval {te:.1f} s")
         del qm
+        pbar.update()
         res.timings["total_s"] = time.time() - t_all
         if checkpoint is not None:
             checkpoint(res)
+    pbar.close()
     res.timings["total_s"] = time.time() - t_all
     res.timings["total_cpu_s"] = time.process_time()
     return res

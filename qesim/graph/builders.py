@@ -151,7 +151,7 @@ def build_graph(
             vector (QE's omega, ASER's smoothing) before its activation quantizer. The vector
             differs between linears that share an input (q/k/v, gate/up), so it cannot fold into
             the RMSNorm: the graph gets, per linear, an SFU ``eltwise_mul`` op (``layer.<lin>_omega``,
-            one multiply per input element) and its own ``quantize`` op (``layer.<lin>_in_quant``)
+            one multiply per input element, its ``width``-element vector a ``const_elems`` operand) and its own ``quantize`` op (``layer.<lin>_in_quant``)
             instead of one shared quantize per input. Default: the method's
             (:data:`qesim.graph.settings.INPUT_SCALING_METHODS`: ``qe``, ``aser``) when adapters are
             attached. Not applied inside MLA attention.
@@ -212,9 +212,9 @@ def build_graph(
     n_dense = L - n_moe
 
     def sfu(name: str, func: str, width: int, *, inputs: int = 1, in_bits: int = 16, out_bits: int = 16,
-            repeat: int = L) -> SfuOp:
+            repeat: int = L, const_elems: int = 0) -> SfuOp:
         return SfuOp(name=f"layer.{name}", func=func, rows=M, width=width, inputs=inputs,
-                     in_bits=in_bits, out_bits=out_bits, repeat=repeat)
+                     in_bits=in_bits, out_bits=out_bits, repeat=repeat, const_elems=const_elems)
 
     def quant(name: str, width: int, repeat: int = L) -> None:
         if quant_acts:
@@ -233,7 +233,7 @@ def build_graph(
             quant(group_quant, width, repeat)
         for nm in names:
             if scaling:
-                ops.append(sfu(f"{nm}_omega", "eltwise_mul", width, repeat=repeat))
+                ops.append(sfu(f"{nm}_omega", "eltwise_mul", width, repeat=repeat, const_elems=width))
                 quant(group_quant if (group_quant and len(names) == 1) else f"{nm}_in_quant", width, repeat)
             lin(nm, *shapes[nm], repeat=repeat)
 

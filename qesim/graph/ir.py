@@ -193,7 +193,18 @@ class SfuOp(_OpBase):
     in_bits: Int = Field(16, ge=1, le=32)
     out_bits: Int = Field(16, ge=1, le=32)
     inputs: Int = Field(1, ge=1, le=4, description="operand vectors per row (eltwise_add: 2)")
+    const_elems: Int = Field(
+        0, ge=0, le=MAX_FEATURES,
+        description="elements of a constant vector operand (at in_bits) shared by every row, e.g. a per-linear "
+                    "activation scaling (QE's omega): loaded from the weight memory once per call")
     repeat: Int = Field(1, ge=1, le=MAX_REPEAT)
+
+    @model_validator(mode="after")
+    def _check(self) -> "SfuOp":
+        if self.const_elems and self.const_elems != self.width:
+            raise ValueError(f"const_elems ({self.const_elems}) must be 0 or the op's width ({self.width}): "
+                             "a constant vector operand scales each row elementwise")
+        return self
 
 
 class EmbeddingOp(_OpBase):

@@ -151,6 +151,8 @@ def tp_shard(graph: LayerGraph, tp: int, act_bytes: int = 2) -> tuple[LayerGraph
                 comms.append(Comm("allreduce", op.tokens * op.hidden * act_bytes, op.repeat, op.component, op.name))
         elif isinstance(op, SfuOp) and sharded:
             u["width"] = max(1, math.ceil(op.width / tp))
+            if op.const_elems:  # a constant vector operand (omega) is split with the vector it scales
+                u["const_elems"] = u["width"]
         ops.append(op.model_copy(update=u) if u else op)
     meta = dict(graph.meta, tp=tp)
     g = graph.model_copy(update=dict(ops=ops, meta=meta, name=f"{graph.name}-tp{tp}"))

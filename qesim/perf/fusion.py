@@ -98,6 +98,15 @@ def sfu_traffic(op: SfuOp, hw: HardwareConfig, stage: str) -> tuple[dict, dict]:
             {mem: op.rows * op.width * op.out_bits / 8.0})
 
 
+def sfu_const_bytes(op: SfuOp, hw: HardwareConfig) -> dict:
+    """Bytes per call of an SFU op's constant vector operand (``const_elems`` at ``in_bits``, e.g.
+    QE's per-linear omega), loaded from the weight memory like a linear's per-channel scales, so
+    charged under ``policy.count_channel_scales``; fused or not, and wherever activations live."""
+    if not op.const_elems or not hw.policy.count_channel_scales:
+        return {}
+    return {hw.placement.weights: op.const_elems * op.in_bits / 8.0}
+
+
 def producer_output_bytes(op, hw: HardwareConfig, stage: str) -> float:
     """Bytes per call an MPE op stores for its output vectors (0 with activations on chip); the
     same amounts the cost model charges (linear: ``out_bits``; attention: 16 bits; MoE: ``out_bits``)."""
@@ -118,6 +127,8 @@ def fused_deltas(graph: LayerGraph, hw: HardwareConfig, plan: dict[int, Fused]) 
         dl, ds = out.setdefault(f.into, ({}, {}))
         for m, b in load.items():
             dl[m] = dl.get(m, 0.0) + max(0.0, b - f.streamed_bytes)
+        for m, b in sfu_const_bytes(op, hw).items():  # not streamed from the MPE op's output
+            dl[m] = dl.get(m, 0.0) + b
         for m, b in store.items():
             ds[m] = ds.get(m, 0.0) + b
         if f.first:

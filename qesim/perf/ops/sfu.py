@@ -1,7 +1,8 @@
 """Vector (SFU) ops: softmax, norms, activations, elementwise, (de)quantization, RoPE.
 
 Cycles per element from the SFU table (two-pass ops reduce first), ``lanes`` elements per
-cycle; bytes only where activations are off chip (:func:`qesim.perf.fusion.sfu_traffic`).
+cycle; bytes only where activations are off chip (:func:`qesim.perf.fusion.sfu_traffic`), plus a
+constant vector operand (``const_elems``) from the weight memory (:func:`qesim.perf.fusion.sfu_const_bytes`).
 The table is written once here and used by every op that does vector work (attention's
 softmax, the MoE router and combine).
 """
@@ -12,7 +13,7 @@ import numpy as np
 
 from qesim.graph.ir import SfuOp
 from qesim.hw.config import HardwareConfig
-from qesim.perf.fusion import sfu_traffic
+from qesim.perf.fusion import sfu_const_bytes, sfu_traffic
 from qesim.perf.ops.base import Lowered, OpCost, lowering
 from qesim.perf.points import HwPoints
 
@@ -57,6 +58,8 @@ class LoweredSfu(Lowered):
     def __init__(self, op: SfuOp, hw: HardwareConfig, stage: str):
         self.op, self.name, self.kind, self.repeat = op, op.name, "sfu", op.repeat
         self.load, self.store = sfu_traffic(op, hw, stage)
+        for m, b in sfu_const_bytes(op, hw).items():  # a constant vector operand (omega), from weight memory
+            self.load[m] = self.load.get(m, 0.0) + b
         self.in_mmu = op.func == "quantize" and hw.policy.act_quant_unit == "mmu"
         self.steps = max(1, min(op.rows, 64))
         self.db = hw.policy.double_buffering
