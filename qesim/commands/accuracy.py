@@ -56,9 +56,10 @@ def register(sub) -> None:
     p.add_argument("--pareto-models", default="smollm2-135m,minilm-l6",
                    help="models of --pareto (default smollm2-135m,minilm-l6)")
     p.add_argument("--pareto-setting", default="W4A8", help="setting of --pareto (default W4A8)")
-    p.add_argument("--pareto-grid", choices=["full", "small"], default="full",
-                   help="--pareto budget grid: full (RTN/GPTQ/AWQ, LQER/ASER ranks 16/64/288, QE 16+8x16, 32+8x32, "
-                        "32+2x32; 64 + 32 chunks) or small (RTN, ranks 64/288, QE 16+8x16 and 32+8x32; 64 + 16 chunks)")
+    p.add_argument("--pareto-grid", choices=["default", "small", "large"], default="default",
+                   help="--pareto budget grid: default (RTN/GPTQ/AWQ, LQER/ASER ranks 32/64/288, QE 16+8x16 and "
+                        "32+8x32; 64 pydoc + 16 licence chunks; ~30 min), small (RTN, ranks 64/288, the same QE; "
+                        "64 + 16 chunks: a cost estimate) or large (ranks 16/32/64/288, QE also 32+2x32; 64 + 32 chunks)")
     p.add_argument("--threads", type=int, default=2, help="torch threads of --pareto / --ablation-seeds (default 2)")
     p.add_argument("--ablation-seeds", metavar="S,S,...", default=None,
                    help="do not run the grid: QE ablation at the full rank budget (--rank, default 64) over these "
@@ -214,7 +215,7 @@ def _pareto(args) -> int:
         if args.quick:
             cfg = ParetoConfig.quick(m)
         else:
-            cfg = ParetoConfig.small(m) if args.pareto_grid == "small" else ParetoConfig(model=m)
+            cfg = {"small": ParetoConfig.small, "large": ParetoConfig.large}.get(args.pareto_grid, ParetoConfig)(model=m)
         cfg.threads = max(1, args.threads)
         cfg.quiet = args.quiet
         if enc and not args.quick:  # paragraphs instead of 128-token chunks
@@ -227,7 +228,7 @@ def _pareto(args) -> int:
         cmd += f" --pareto-models {args.pareto_models}"
     if setting != "W4A8":
         cmd += f" --pareto-setting {setting}"
-    if args.pareto_grid != "full":
+    if args.pareto_grid != "default":
         cmd += f" --pareto-grid {args.pareto_grid}"
     if args.threads != 2:
         cmd += f" --threads {args.threads}"
