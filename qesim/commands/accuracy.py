@@ -57,9 +57,10 @@ def register(sub) -> None:
                    help="models of --pareto (default smollm2-135m,minilm-l6)")
     p.add_argument("--pareto-setting", default="W4A8", help="setting of --pareto (default W4A8)")
     p.add_argument("--pareto-grid", choices=["default", "small", "large"], default="default",
-                   help="--pareto budget grid: default (RTN/GPTQ/AWQ, LQER/ASER ranks 32/64/288, QE 16+8x16 and "
-                        "32+8x32; 64 pydoc + 16 licence chunks; ~30 min), small (RTN, ranks 64/288, the same QE; "
-                        "64 + 16 chunks: a cost estimate) or large (ranks 16/32/64/288, QE also 32+2x32; 64 + 32 chunks)")
+                   help="--pareto budget grid: default (RTN/GPTQ/AWQ, LQER/ASER ranks 64/288, QE 32+4x32 and 32+8x32; "
+                        "64 pydoc + 16 licence chunks; ~30 min), small (RTN, ranks 64/288, QE 16+8x16 and 32+8x32; "
+                        "a cost estimate) or large (ranks 16/32/64/288, QE 16+8x16, 32+2x32, 32+4x32, 32+8x32; "
+                        "64 + 32 chunks)")
     p.add_argument("--threads", type=int, default=2, help="torch threads of --pareto / --ablation-seeds (default 2)")
     p.add_argument("--ablation-seeds", metavar="S,S,...", default=None,
                    help="do not run the grid: QE ablation at the full rank budget (--rank, default 64) over these "

@@ -45,12 +45,13 @@ MAIN_HW = ("flightllm-u280", "qe-paper-npu")
 class ParetoConfig:
     model: str = "smollm2-135m"
     setting: str = "W4A8"
-    # the default grid (``--pareto-grid default``), sized to run in ~30 min on the 2-core box: every
-    # method, LQER/ASER at QE's active ranks (32, 64) and at QE's stored rank (288), QE 16+8x16 and
-    # the paper's 32+8x32 (r_s, r_r, Nr); LQER/ASER ranks share one fit, so a rank costs one evaluation
+    # the default grid (``--pareto-grid default``), sized for ~30 min on the shared 2-core box: every
+    # method; LQER/ASER at QE's active rank (64) and at its stored rank (288); QE with the paper's
+    # ranks (32 shared + Nr x 32 routed, top-1) at Nr = 4 and 8 (its memory/latency trade-off at equal
+    # active rank). LQER/ASER ranks share one fit, so a rank costs one evaluation. (r_s, r_r, Nr):
     plain: tuple = ("rtn", "gptq", "awq")
-    ranks: tuple = (32, 64, 288)
-    qe_configs: tuple = ((16, 16, 8), (32, 32, 8))
+    ranks: tuple = (64, 288)
+    qe_configs: tuple = ((32, 32, 4), (32, 32, 8))
     n_calib: int = 32
     n_eval: int = 64
     n_ood: int = 16
@@ -68,8 +69,9 @@ class ParetoConfig:
     @classmethod
     def large(cls, model: str = "smollm2-135m") -> "ParetoConfig":
         """The larger grid (``--pareto-grid large``, about twice the default's cost): ranks 16/32/64/288,
-        QE also at 32+2x32 (its stored memory near LQER-96), 32 out-of-domain chunks."""
-        return cls(model=model, ranks=(16, 32, 64, 288), qe_configs=((16, 16, 8), (32, 32, 8), (32, 32, 2)), n_ood=32)
+        QE 16+8x16, 32+2x32, 32+4x32 and 32+8x32, 32 out-of-domain chunks."""
+        return cls(model=model, ranks=(16, 32, 64, 288), qe_configs=((16, 16, 8), (32, 32, 2), (32, 32, 4), (32, 32, 8)),
+                   n_ood=32)
 
     @classmethod
     def small(cls, model: str = "smollm2-135m") -> "ParetoConfig":
