@@ -39,3 +39,11 @@ def test_seeded_ablation_runs_and_reports(tmp_path):
     paths = write_ablation_report(res, tmp_path, "qesim accuracy --ablation-seeds 0,1 (test)", 1.0, 1.0)
     md = paths[1].read_text()
     assert "seed 1" in md and "significant" in md and "SE only (rank R)" in md
+
+
+def test_ablation_variants_flag_rejects_unknown(tmp_path, capsys):
+    from qesim.cli import main
+
+    assert main(["accuracy", "--ablation-seeds", "0", "--ablation-variants", "se_only,bogus", "--out",
+                 str(tmp_path), "--quiet"]) == 2
+    assert "--ablation-variants: unknown bogus" in capsys.readouterr().err

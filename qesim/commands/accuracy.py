@@ -65,6 +65,9 @@ def register(sub) -> None:
     p.add_argument("--ablation-seeds", metavar="S,S,...", default=None,
                    help="do not run the grid: QE ablation at the full rank budget (--rank, default 64) over these "
                         "calibration seeds, paired intervals; writes OUT/qe_ablation.{md,csv} (causal model only)")
+    p.add_argument("--ablation-variants", metavar="V,V,...", default=None,
+                   help="variants of --ablation-seeds (default full,se_only,re_only,se_random_routing,"
+                        "se_random_clustering; full is always run: the others are compared with it)")
     p.add_argument("--quiet", action="store_true", help="no progress bars / progress messages (outputs are the same)")
     p.set_defaults(func=run)
 
@@ -255,10 +258,18 @@ def _ablation_seeds(args) -> int:
     except ValueError as e:
         raise InputError(f"--ablation-setting: {e}") from None
     package_dir(args.model)
-    from qesim.eval.ablation import AblationConfig, run_ablation, write_ablation_report
+    from qesim.eval.ablation import VARIANTS, AblationConfig, run_ablation, write_ablation_report
+
+    variants = VARIANTS
+    if args.ablation_variants:
+        asked = _split(args.ablation_variants, "ablation-variants")
+        bad = [v for v in asked if v not in VARIANTS]
+        if bad:
+            raise InputError(f"--ablation-variants: unknown {', '.join(bad)}; choose from {', '.join(VARIANTS)}")
+        variants = tuple(v for v in VARIANTS if v == "full" or v in asked)
 
     cfg = AblationConfig(model=args.model, setting=setting, seeds=seeds, rank=args.rank, threads=max(1, args.threads),
-                         quiet=args.quiet)
+                         quiet=args.quiet, variants=variants)
     if args.quick:
         cfg.n_calib, cfg.n_eval = 4, 8
     if args.calib:
@@ -273,6 +284,12 @@ def _ablation_seeds(args) -> int:
         cmd += " --quick"
     if args.rank != 64:
         cmd += f" --rank {args.rank}"
+    if args.calib:
+        cmd += f" --calib {args.calib}"
+    if args.n_eval:
+        cmd += f" --eval {args.n_eval}"
+    if args.ablation_variants:
+        cmd += f" --ablation-variants {','.join(variants)}"
     if args.threads != 2:
         cmd += f" --threads {args.threads}"
     paths = write_ablation_report(res, Path(args.out), cmd, time.time() - t0, time.process_time() - c0)

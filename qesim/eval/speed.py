@@ -22,8 +22,11 @@ def speed_table(acc_rows: list[dict], hw_names=HW, model: str = "smollm2-135m", 
     from qesim.hw.loader import load_hw
     from qesim.perf.model import estimate_graph
 
-    ppl = {(r["method"], r["setting"]): float(r["value"]) for r in acc_rows
-           if r["metric"] == "ppl" and r["model"] == model and not r["method"].startswith("_")}
+    def metric(name):
+        return {(r["method"], r["setting"]): float(r["value"]) for r in acc_rows
+                if r["metric"] == name and r["model"] == model and not r["method"].startswith("_")}
+
+    ppl, lo, hi = metric("ppl"), metric("ppl_lo"), metric("ppl_hi")
     hws = {h: load_hw(h) for h in hw_names}
     cache: dict = {}
 
@@ -39,6 +42,8 @@ def speed_table(acc_rows: list[dict], hw_names=HW, model: str = "smollm2-135m", 
     for (method, setting), p in sorted(ppl.items()):
         gm = "none" if method == "fp" else ("qe" if method.startswith("qe") else method)
         row = {"method": method, "setting": setting, "ppl": p}
+        if (method, setting) in lo and (method, setting) in hi:  # 95 % bootstrap interval (accuracy run)
+            row["ppl_lo"], row["ppl_hi"] = lo[(method, setting)], hi[(method, setting)]
         for h in hw_names:
             for stage in ("prefill", "decode"):
                 base = lat(h, stage, "W16A16", "none")
@@ -51,7 +56,7 @@ def write_speed_report(acc_csv: Path, out_dir: Path, cmd: str) -> list[Path]:
     rows = list(csv.DictReader(open(acc_csv)))
     table = speed_table(rows)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cols = list(table[0].keys()) if table else ["method", "setting", "ppl"]
+    cols = list(dict.fromkeys(k for r in table for k in r)) if table else ["method", "setting", "ppl"]
     p_csv = out_dir / "speed_vs_accuracy.csv"
     with open(p_csv, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols)
@@ -65,11 +70,12 @@ def write_speed_report(acc_csv: Path, out_dir: Path, cmd: str) -> list[Path]:
          "(see accuracy.md). QE routing in these graphs: builder default (uniform expectation). QE and ASER "
          "graphs charge their per-linear input scaling (QE's omega, ASER's smoothing: an SFU eltwise_mul and a "
          "quantize per linear, `docs/quant-deployment.md`); the perplexities are whatever the given accuracy.csv "
-         "holds (its ASER rows may predate ASER's smoothing step: see its own report).", "",
+         "holds, with its 95 % bootstrap interval over the evaluation chunks where recorded.", "",
          "| method | setting | ppl | " + " | ".join(f"{h} prefill | {h} decode" for h in HW) + " |",
          "|---|---|---|" + "---|---|" * len(HW)]
     for r in table:
-        L.append(f"| {r['method']} | {r['setting']} | {r['ppl']:.3f} | " +
+        ci = f" [{r['ppl_lo']:.3f}, {r['ppl_hi']:.3f}]" if "ppl_lo" in r else ""
+        L.append(f"| {r['method']} | {r['setting']} | {r['ppl']:.3f}{ci} | " +
                  " | ".join(f"{r[f'{h}.prefill_speedup']:.2f}x | {r[f'{h}.decode_speedup']:.2f}x" for h in HW) + " |")
     (out_dir / "speed_vs_accuracy.md").write_text("\n".join(L) + "\n")
     paths = [p_csv, out_dir / "speed_vs_accuracy.md"]
