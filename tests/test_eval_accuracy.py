@@ -37,3 +37,8 @@ def test_accuracy_quick_minilm(tmp_path):
     timing = list(csv.DictReader(open(tmp_path / "accuracy_timing.csv")))
     assert {("lqer", "quant_s"), ("rtn", "eval_s")} <= {(r["method"], r["metric"]) for r in timing}
     assert any(r["method"] == "_run" and r["metric"] == "total_s" for r in timing)
+    # a rerun rewrites the report byte-identically (issue 12); only the timing file differs
+    first = {f: (tmp_path / f).read_bytes() for f in ("accuracy.csv", "accuracy.md")}
+    assert main(["accuracy", "--model", "minilm-l6", "--methods", "rtn,lqer", "--settings", "W4A8",
+                 "--quick", "--calib", "4", "--eval", "8", "--quiet", "--out", str(tmp_path)]) == 0
+    assert {f: (tmp_path / f).read_bytes() for f in first} == first

@@ -63,7 +63,9 @@ def test_fronts_and_budget_matches(result, tmp_path):
     assert any(str(p).endswith(".png") for p in paths)
     # wall times only in the timing file: a rerun with other timings writes the same report
     md1, csv1 = md, (tmp_path / "quant_pareto.csv").read_text()
+    png1 = (tmp_path / "quant_pareto.png").read_bytes()
     write_pareto_report([r], tmp_path, "qesim accuracy --pareto (test)", 123.0, 45.0)
+    assert (tmp_path / "quant_pareto.png").read_bytes() == png1
     assert (tmp_path / "quant_pareto.md").read_text() == md1
     assert (tmp_path / "quant_pareto.csv").read_text() == csv1
     timing = (tmp_path / "quant_pareto_timing.csv").read_text()

@@ -105,10 +105,9 @@ def write_speed_report(acc_csv: Path, out_dir: Path, cmd: str) -> list[Path]:
         axes[-1].legend(handles=handles, fontsize=7, loc="upper right")
         fig.suptitle("SmolLM2-135M: perplexity vs modelled speedup")
         fig.tight_layout()
-        p_png = out_dir / "speed_vs_accuracy.png"
-        fig.savefig(p_png, dpi=110)
-        plt.close(fig)
-        paths.append(p_png)
+        from qesim.report.figures import save_figure
+
+        paths.append(save_figure(fig, out_dir / "speed_vs_accuracy.png", dpi=110))
     except ImportError:  # pragma: no cover
         pass
     return paths

@@ -256,6 +256,6 @@ def _write_png(results, path: Path):
             axes[i][j].axis("off")
         axes[i][0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    from qesim.report.figures import save_figure
+
+    return save_figure(fig, path, dpi=100)  # reproducible metadata (byte-identical reruns)
