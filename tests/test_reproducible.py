@@ -150,6 +150,9 @@ def test_sweep_twice(tmp_path, monkeypatch, capsys):
     assert {"sweep.parquet", "pareto.csv", "manifest.json"} <= set(f)
     assert sum(k.startswith("parts/") for k in f) == 3  # 540 points in chunks of 200
     assert b'"source": "space.yaml"' in f["manifest.json"]
+    # a local process pool writes the same bytes as the in-process run
+    assert main(argv[:3] + ["pool"] + argv[4:] + ["--workers", "2"]) == 0
+    assert _files(tmp_path / "pool") == f
 
 
 def test_html_report_twice(tmp_path, monkeypatch, capsys):
