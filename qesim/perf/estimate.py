@@ -214,12 +214,19 @@ def compiled_graph(graph: LayerGraph, hw: HardwareConfig) -> CompiledGraph:
 
 def clear_caches() -> None:
     """Forget every memoised lowering and result (benchmarks: measure a cold estimate)."""
+    from qesim.perf import planner, points
     from qesim.perf.ops.linear import _PLAN_MEMO
 
     _STRUCT.clear()
     _COMPILED.clear()
     _RESULTS.clear()
     _PLAN_MEMO.clear()
+    points._OF.clear()
+    planner._LINES.clear()
+    planner._LINE_TRAFFIC.clear()
+    planner._BUFGROUPS.clear()
+    for f in (planner._dim, planner._tables, planner._free_lists, planner.plan_gemm):
+        f.cache_clear()
 
 
 def estimate_graph(graph: LayerGraph, hw: HardwareConfig) -> GraphEstimate:
