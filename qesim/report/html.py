@@ -348,6 +348,17 @@ def _companions(md: Path, mds: list) -> list:
                   and owns(md.stem, q.stem) and not any(owns(s, q.stem) for s in longer))
 
 
+def _sweep_source(d: Path) -> str:
+    """The space file a sweep directory's manifest names (as given to ``qesim sweep``), else SPACE.yaml."""
+    import json
+
+    try:
+        src = json.loads((d / "manifest.json").read_text()).get("source")
+    except (OSError, ValueError, AttributeError):
+        src = None
+    return str(src) if isinstance(src, str) and src else "SPACE.yaml"
+
+
 def section_index(out_dir: Path) -> str:
     """Every report found in ``out_dir`` (and one directory down), linked, with the command that
     wrote it; a Skipped note with the command for each known report that is missing."""
@@ -366,7 +377,7 @@ def section_index(out_dir: Path) -> str:
                     + " ".join(_link(out_dir, q) for q in sorted(out_dir.glob(t.stem + ".png"))) + "</td></tr>")
     for d in sorted(p.parent for p in out_dir.glob("*/sweep.parquet")):
         rows.append("<tr><td>" + _link(out_dir, d / "sweep.parquet") + "</td><td>design-space sweep</td><td>"
-                    "<code>qesim sweep SPACE.yaml --out " + html.escape(d.relative_to(out_dir).as_posix())
+                    "<code>qesim sweep " + html.escape(_sweep_source(d)) + " --out " + html.escape(str(d))
                     + "</code></td><td>" + " ".join(_link(out_dir, q) for q in (d / "pareto.csv", d / "manifest.json")
                                                     if q.exists()) + "</td></tr>")
     parts = ["<h2 id='index'>All reports in this directory</h2>"]
