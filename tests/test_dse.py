@@ -344,3 +344,18 @@ def test_devices_axis_on_hardware_without_interconnect_names_the_space_field():
                          "s.yaml")
     with pytest.raises(InputError, match=r"s.yaml: space.workload devices=2 parallel=tp2: .*no interconnect"):
         check_space(sp)
+
+
+def test_derived_configs_hold_one_ancestor():
+    from qesim.hw.loader import load_hw
+    from qesim.perf.estimate import _struct_key
+    from qesim.perf.points import structural_key
+
+    hw = load_hw("nvidia-a100")
+    cur = hw
+    for i in range(50):
+        cur = cur.with_updates({"hbm.bandwidth_gbps": 1000.0 + i})
+    assert cur._derived_from[0] is hw and cur._derived_from[1] == ("hbm.bandwidth_gbps",)
+    assert _struct_key(cur) == structural_key(hw)
+    s = cur.with_updates({"policy.double_buffering": False}).with_updates({"frequency_mhz": 900.0})
+    assert _struct_key(s) == structural_key(s) != structural_key(hw)

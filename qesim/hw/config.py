@@ -437,5 +437,10 @@ class HardwareConfig(_Strict):
                 raise KeyError(path)
             cur[last] = value
         new = HardwareConfig.model_validate(data)
-        new._derived_from = (self, tuple(updates))  # lets the cost model reuse the parent's structure
+        # lets the cost model reuse an ancestor's structure; one link (to the first ancestor) and the
+        # distinct paths updated since, so a loop of updates holds no chain of configs
+        base, paths = self, tuple(updates)
+        if self._derived_from is not None:
+            base, paths = self._derived_from[0], tuple(dict.fromkeys(self._derived_from[1] + paths))
+        new._derived_from = (base, paths)
         return new
