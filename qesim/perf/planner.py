@@ -883,7 +883,7 @@ def _plan_along_rho(spec: GemmSpec, tabs: dict, V: "_Cols", B: np.ndarray, inv, 
         w0 = np.array([t[0] if t else 0.0 for t in trs])
         x0 = np.array([t[1] if t else 0.0 for t in trs])
         tr_pt = (w0[0], x0[0]) if one else (w0[inv], x0[inv])
-        rho = _mem_cycles(spec, tr_pt[0], tr_pt[1], V.col(5), V.col(6)) * V.col(3)
+        rho = _rho(spec, tr_pt, V.col(5), V.col(6), V.col(3))
         eta = V.col(4) * V.col(3)
         mkn = float(spec.M) * spec.K * spec.N
         with np.errstate(invalid="ignore"):
@@ -975,11 +975,12 @@ def _inv_of(rows: np.ndarray) -> np.ndarray:
     return np.unique(b, axis=0, return_inverse=True)[1].reshape(-1)
 
 
-def _rho(spec: GemmSpec, tr, rows: np.ndarray) -> np.ndarray:
-    """rho = memory cycles of the shared traffic ``tr`` x MAC/cycle (MAC-equivalents) of rows of V."""
+def _rho(spec: GemmSpec, tr, w_bpc, a_bpc, mpc) -> np.ndarray:
+    """rho = memory cycles of the shared traffic ``tr`` (per point or one pair) x MAC/cycle
+    (MAC-equivalents); 1 where compute is hidden (every candidate costs its memory time)."""
     if spec.compute_hidden:
-        return np.ones(len(rows))
-    return _mem_cycles(spec, tr[0], tr[1], rows[:, 5], rows[:, 6]) * rows[:, 3]
+        return np.ones(len(mpc))
+    return _mem_cycles(spec, tr[0], tr[1], w_bpc, a_bpc) * mpc
 
 
 def _round_sig(x: np.ndarray, digits: int = 12) -> np.ndarray:
@@ -1004,7 +1005,7 @@ def _samples(spec: GemmSpec, tr, V: "_Cols", ii: np.ndarray, rr: np.ndarray):
         lo_[:, 5:7] *= f  # more bytes/cycle: less memory time
         hi_[:, 5:7] /= f
         syn = np.concatenate([lo_, hi_])
-        return np.concatenate([base, syn]), np.concatenate([rr, _rho(spec, tr, syn)])
+        return np.concatenate([base, syn]), np.concatenate([rr, _rho(spec, tr, syn[:, 5], syn[:, 6], syn[:, 3])])
     b = np.floor(np.log(rr / rr[0]) / np.log(np.sqrt(RHO_GAP))).astype(np.int64)
     pick = np.r_[True, b[1:] != b[:-1]] | np.r_[b[1:] != b[:-1], True]
     pick[np.linspace(0, len(rr) - 1, 9).astype(np.int64)] = True
