@@ -182,6 +182,8 @@ def test_omega_op_before_each_quantized_vision_linear():
     for lin in ("qkv", "proj", "fc1", "fc2"):
         i = names.index(f"vision.block.{lin}")
         assert names[i - 2:i] == [f"vision.block.{lin}_omega", f"vision.block.{lin}_quant"]
+        om = g.ops[i - 2]  # its omega vector: one constant per input channel of the linear
+        assert om.const_elems == om.width == g.ops[i].in_features
     assert "merger.fc1_omega" not in names
     assert "vision.block.qkv_omega" not in [o.name for o in _vlm(setting="W4A6", method="rtn", quantize="V").ops]
 

@@ -57,7 +57,7 @@ def register(sub) -> None:
                    help="models of --pareto (default smollm2-135m,minilm-l6)")
     p.add_argument("--pareto-setting", default="W4A8", help="setting of --pareto (default W4A8)")
     p.add_argument("--pareto-grid", choices=["default", "small", "large"], default="default",
-                   help="--pareto budget grid: default (RTN/GPTQ/AWQ, LQER/ASER ranks 64/288, QE 32+4x32 and 32+8x32; "
+                   help="--pareto budget grid: default (RTN/GPTQ/AWQ, LQER/ASER ranks 64/128/288, QE 32+4x32 and 32+8x32; "
                         "64 pydoc + 16 licence chunks; ~30 min), small (RTN, ranks 64/288, QE 16+8x16 and 32+8x32; "
                         "a cost estimate) or large (ranks 16/32/64/288, QE 16+8x16, 32+2x32, 32+4x32, 32+8x32; "
                         "64 + 32 chunks)")

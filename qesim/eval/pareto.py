@@ -46,11 +46,11 @@ class ParetoConfig:
     model: str = "smollm2-135m"
     setting: str = "W4A8"
     # the default grid (``--pareto-grid default``), sized for ~30 min on the shared 2-core box: every
-    # method; LQER/ASER at QE's active rank (64) and at its stored rank (288); QE with the paper's
+    # method; LQER/ASER at QE's active rank (64), at its stored rank (288) and between (128); QE with the paper's
     # ranks (32 shared + Nr x 32 routed, top-1) at Nr = 4 and 8 (its memory/latency trade-off at equal
     # active rank). LQER/ASER ranks share one fit, so a rank costs one evaluation. (r_s, r_r, Nr):
     plain: tuple = ("rtn", "gptq", "awq")
-    ranks: tuple = (64, 288)
+    ranks: tuple = (64, 128, 288)
     qe_configs: tuple = ((32, 32, 4), (32, 32, 8))
     n_calib: int = 32
     n_eval: int = 64

@@ -332,14 +332,15 @@ class _Ops:
                                  repeat=repeat, adapters=ad, component=self.component, **f))
 
     def sfu(self, name: str, func: str, rows: int, width: int, repeat: int = 1, *, inputs: int = 1,
-            out_bits: int = 16) -> None:
+            out_bits: int = 16, const_elems: int = 0) -> None:
         self.ops.append(SfuOp(name=f"{self.prefix}.{name}", func=func, rows=rows, width=width, inputs=inputs,
-                              out_bits=out_bits, repeat=repeat, component=self.component))
+                              out_bits=out_bits, repeat=repeat, component=self.component, const_elems=const_elems))
 
     def quant(self, name: str, rows: int, width: int, repeat: int = 1) -> None:
         """The input quantizer of the next linear (a < 16), preceded by its omega scaling (qe/aser)."""
         if self.scaling:
-            self.sfu(name.replace("_quant", "_omega"), "eltwise_mul", rows, width, repeat)
+            # its width-element omega vector is a constant operand loaded per call (as build_graph does)
+            self.sfu(name.replace("_quant", "_omega"), "eltwise_mul", rows, width, repeat, const_elems=width)
         if self.a_bits < 16:
             self.sfu(name, "quantize", rows, width, repeat, out_bits=self.a_bits)
 

