@@ -154,8 +154,9 @@ class CompiledGraph:
         k = len(costs)
         def stack(xs):
             """(k, n) array of per-op values that are scalars or arrays of shape (n,)."""
-            if n == 1:  # one point: plain floats, no broadcasting machinery
-                return np.array([float(x) if np.ndim(x) == 0 else float(x[0]) for x in xs]).reshape(k, 1)
+            if n == 1:  # one point: plain floats, no broadcasting machinery (np.ndim per value cost 16 %)
+                return np.array([x if isinstance(x, (float, int)) else x.reshape(-1)[0] for x in xs],
+                                dtype=float).reshape(k, 1)
             if all(np.ndim(x) == 0 for x in xs):
                 return np.asarray(xs, dtype=float).reshape(k, 1)
             return np.stack([arr(x, n) for x in xs]) if xs else np.zeros((0, n))
