@@ -24,6 +24,8 @@ from typing import Optional
 
 import numpy as np
 
+from qesim.errors import InputError
+
 from qesim.hw.config import HardwareConfig, achieved_bytes_per_cycle
 
 MEMORIES = ("hbm", "ddr")
@@ -138,7 +140,10 @@ class HwPoints:
         r = self._rate_cache.get(key)
         if r is None:
             R, bits = self._rates[mode]
-            ok = self.rep.mpe.covering(mode, w_bits, a_bits)
+            try:
+                ok = self.rep.mpe.covering(mode, w_bits, a_bits)
+            except InputError as e:  # name the config and its file, not only the field
+                raise InputError(f"{self.rep.described()}: {e}") from None
             r = R[:, ok].max(axis=1) if ok is not None else R.min(axis=1)
             self._rate_cache[key] = r
         return r
