@@ -102,12 +102,13 @@ def write_speed_report(acc_csv: Path, out_dir: Path, cmd: str) -> list[Path]:
 
         handles = [Line2D([], [], color=cmap(i % 10), marker="o", ls="", label=m) for i, m in enumerate(methods)]
         handles += [Line2D([], [], color="gray", marker=mk, ls="", label=s) for s, mk in markers.items()]
-        axes[-1].legend(handles=handles, fontsize=7, loc="upper right")
+        # beside the panels, not over their points (a legend inside the last panel hid its points)
+        fig.legend(handles=handles, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
         fig.suptitle("SmolLM2-135M: perplexity vs modelled speedup")
         fig.tight_layout()
         from qesim.report.figures import save_figure
 
-        paths.append(save_figure(fig, out_dir / "speed_vs_accuracy.png", dpi=110))
+        paths.append(save_figure(fig, out_dir / "speed_vs_accuracy.png", dpi=110, bbox_inches="tight"))
     except ImportError:  # pragma: no cover
         pass
     return paths
