@@ -201,9 +201,10 @@ class GraphEnergy:
         """Per op at point ``i``: {"energy_j", "by_class_j": {class: J}} over the pass (all repeats)."""
         if self.op_j is None:
             return []
-        return [{"energy_j": float(self.op_j[k, i]),
-                 "by_class_j": {c: float(v[k, i]) for c, v in self.by_class_j.items()}}
-                for k in range(self.op_j.shape[0])]
+        col = lambda a: np.broadcast_to(a, self.op_j.shape)[:, i].tolist()  # noqa: E731  (one column -> floats)
+        classes = {c: col(v) for c, v in self.by_class_j.items()}
+        return [{"energy_j": e, "by_class_j": {c: v[k] for c, v in classes.items()}}
+                for k, e in enumerate(col(self.op_j))]
 
 
 CLASSES = ("mac", "sfu", "sram", "hbm", "ddr", "static")
