@@ -41,6 +41,24 @@ def test_points_costs_and_intervals(result):
     assert q.extra["touched_per_128"] <= 2 and 0 <= q.extra["cs_overlap"] <= 1
 
 
+def test_forked_jobs_give_the_same_points(tiny_llama, result):
+    """jobs=2 forks after the calibration capture; every fit seeds its own generators, so the
+    points (order, metrics, intervals, costs) equal the in-process run's."""
+    m = tiny_llama()
+    ids = torch.randint(0, 256, (14, 32), generator=torch.Generator().manual_seed(1))
+    pc = ParetoConfig(model="tiny", plain=("rtn",), ranks=(4, 16, 48), qe_configs=((4, 4, 2),), seq_len=32,
+                      hw=("qe-paper-npu",), jobs=2, threads=2)
+    r2 = run_pareto_on(m, "causal", [{"input_ids": ids[i:i + 4]} for i in range(0, 8, 4)],
+                       {"pydoc": ids[8:12], "licenses": ids[12:14]}, pc, "tiny")
+    assert [p.label for p in r2.points] == [p.label for p in result.points]
+    for a, b in zip(result.points, r2.points):
+        for ev in ("pydoc", "licenses"):
+            assert b.metric[ev].value == pytest.approx(a.metric[ev].value, rel=1e-6)
+            assert (b.metric[ev].lo, b.metric[ev].hi) == pytest.approx((a.metric[ev].lo, a.metric[ev].hi), rel=1e-6)
+        assert b.latency == pytest.approx(a.latency, rel=1e-9)
+        assert (b.adapter_bytes, b.scale_bytes) == (a.adapter_bytes, a.scale_bytes)
+
+
 def test_fronts_and_budget_matches(result, tmp_path):
     r = result
     val = lambda p: p.metric["pydoc"].value  # noqa: E731

@@ -61,6 +61,10 @@ class ParetoConfig:
     opts: dict = field(default_factory=dict)
 
     threads: int = 2
+    #: processes for the fits/evaluations (forked after the shared calibration capture; each gets
+    #: ``threads // jobs`` torch threads). Results do not depend on it: every fit seeds its own
+    #: generators and the bootstrap draws are fixed, so only the float rounding of the thread count differs.
+    jobs: int = 1
     quiet: bool = True  # False: tqdm progress bars (points, calibration blocks)
 
     def n_points(self) -> int:
@@ -217,7 +221,6 @@ def run_pareto_on(model, kind: str, calib_batches: list, eval_sets: dict, cfg: P
             return {k: ppl_interval(v, ntok[k]) for k, v in per.items()}
         return {k: mean_interval(v) for k, v in per.items()}
 
-    points: list[Point] = []
     t = time.time()
     fp_per = evaluate(model)
     fp = summarize(fp_per)
@@ -231,7 +234,7 @@ def run_pareto_on(model, kind: str, calib_batches: list, eval_sets: dict, cfg: P
         base_opts.setdefault("awq_batches", 1)
         base_opts.setdefault("awq_seqs", 2)
 
-    def add(label, method, active, stored, qm, quant_s, extra=None):
+    def point(label, method, active, stored, qm, quant_s, extra=None) -> Point:
         reset_routing(qm)
         t = time.time()
         per = evaluate(qm)
@@ -239,43 +242,93 @@ def run_pareto_on(model, kind: str, calib_batches: list, eval_sets: dict, cfg: P
         lat, ab, sb = graph_costs(qm, method, st.name, graph_name, hw_names, stages, cfg.seq_len, cfg.seq_len)
         p = Point(label, method, active, stored, per, summarize(per), ab, sb, lat, dict(extra or {}, eval_s=ev_s),
                   quant_s)
-        points.append(p)
-        pbar.update()
         progress(f"{graph_name} {label:>14s}: " + ", ".join(f"{k} {v.fmt()}" for k, v in p.metric.items())
                  + f"  adapters {p.memory_bytes / 2**20:.2f} MiB  quant {quant_s:.0f} s  eval {ev_s:.0f} s")
         return p
 
-    for m in cfg.plain:
-        t = time.time()
-        qm, _ = quantize_model(model, m, st, calib, **base_opts)
-        add(m, m, 0, 0, qm, time.time() - t)
-        del qm
+    # the work as independent tasks (one fit each, and the points evaluated on it), in report order
+    tasks: list[tuple] = [("plain", m) for m in cfg.plain]
     for m in LOWRANK:
         # one fit per group of ranks that share every other fitted quantity (LQER: all; ASER: the
         # number of extracted channels k = min(32, r), so ranks >= 32 share one fit)
         groups: dict = {}
         for r in sorted(cfg.ranks):
             groups.setdefault(min(32, r) if m == "aser" else 0, []).append(r)
-        for rs_ in groups.values():
+        tasks += [("lowrank", m, tuple(rs_)) for rs_ in groups.values()]
+    tasks += [("qe", qc) for qc in cfg.qe_configs]
+
+    def run_task(task) -> list:
+        t = time.time()
+        if task[0] == "plain":
+            m = task[1]
+            qm, _ = quantize_model(model, m, st, calib, **base_opts)
+            return [point(m, m, 0, 0, qm, time.time() - t)]
+        if task[0] == "lowrank":
+            m, rs_ = task[1], task[2]
             rmax = max(rs_)
-            t = time.time()
             qm, _ = quantize_model(model, m, st, calib, **base_opts, rank=rmax, aser_k=min(32, rmax) if m == "aser" else 32)
             fit_s = time.time() - t
+            out = []
             for r in rs_:
                 with _Truncated(qm, r):
-                    add(f"{m}-{r}", m, r, r, qm, fit_s, {"rank": r, "fitted_at_rank": rmax})
-            del qm
-    for rs, rr, nr in cfg.qe_configs:
-        t = time.time()
+                    out.append(point(f"{m}-{r}", m, r, r, qm, fit_s, {"rank": r, "fitted_at_rank": rmax}))
+            return out
+        rs, rr, nr = task[1]
         qm, _ = quantize_model(model, "qe", st, calib, **base_opts, qe_shared_rank=rs, qe_routed_rank=rr,
                                qe_n_routed=nr, qe_k=min(32, rs))
-        p = add(f"qe-{rs}+{nr}x{rr}", "qe", rs + rr, rs + nr * rr, qm, time.time() - t,
-                {"r_s": rs, "r_r": rr, "Nr": nr, "k": min(32, rs)})
+        p = point(f"qe-{rs}+{nr}x{rr}", "qe", rs + rr, rs + nr * rr, qm, time.time() - t,
+                  {"r_s": rs, "r_r": rr, "Nr": nr, "k": min(32, rs)})
         p.extra.update(qe_stats(qm))  # after the evaluation: routing measured on its chunks
-        del qm, p
+        return [p]
+
+    jobs = max(1, min(int(cfg.jobs), len(tasks)))
+    if jobs > 1 and "fork" in __import__("multiprocessing").get_all_start_methods():
+        done = _run_forked(run_task, tasks, jobs, max(1, int(cfg.threads) // jobs), pbar)
+    else:
+        done = []
+        for task in tasks:
+            done.append(run_task(task))
+            pbar.update(len(done[-1]))
+    points = [p for ps in done for p in ps]
     pbar.close()
     info["total_s"] = time.time() - t0
     return ParetoResult(graph_name, kind, st.name, points, ntok, fp, info, hw_names, stages)
+
+
+_FORKED: Optional[tuple] = None  # (run_task, tasks) for the forked workers of _run_forked
+
+
+def _forked_init(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _forked_task(i: int) -> list:
+    run_task, tasks = _FORKED
+    return run_task(tasks[i])
+
+
+def _run_forked(run_task, tasks: list, jobs: int, threads: int, pbar) -> list:
+    """``[run_task(t) for t in tasks]`` on ``jobs`` forked processes (they inherit the model, the
+    calibration capture and the evaluation chunks; only the Points travel back). The tasks with
+    most points (a shared fit evaluated at several ranks) start first; results keep task order."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    global _FORKED
+    _FORKED = (run_task, tasks)
+    size = lambda i: (len(tasks[i][2]) if tasks[i][0] == "lowrank" else 1, tasks[i][0] != "plain")  # noqa: E731
+    order = sorted(range(len(tasks)), key=size, reverse=True)
+    out: list = [None] * len(tasks)
+    try:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("fork"), initializer=_forked_init,
+                                 initargs=(threads,)) as ex:
+            futs = {ex.submit(_forked_task, i): i for i in order}
+            for f in as_completed(futs):
+                out[futs[f]] = f.result()
+                pbar.update(len(out[futs[f]]))
+    finally:
+        _FORKED = None
+    return out
 
 
 def qe_stats(qm) -> dict:
