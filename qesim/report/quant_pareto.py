@@ -224,6 +224,7 @@ def _write_png(results, path: Path):
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError:  # pragma: no cover
         return None
     rows = len(results)
@@ -249,6 +250,9 @@ def _write_png(results, path: Path):
             ax.axhline(fpv, color="gray", ls=":", lw=1)
             ax.set_title(f"{r.model}: {name}", fontsize=8)
             ax.set_xlabel(unit)
+            # at most 5 x ticks: a narrow latency range (qe-paper-npu decode) otherwise crowds its labels
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
+            ax.tick_params(axis="x", labelsize=8)
             ax.grid(alpha=0.3)
             if j == 0:
                 ax.set_ylabel(("ppl" if r.kind == "causal" else "cosine") + " (pydoc, 95 % CI)")
