@@ -118,3 +118,12 @@ def test_pareto_command_quick_minilm(tmp_path):
     assert main(["accuracy", "--pareto", "--quick", "--pareto-models", "minilm-l6", "--out", str(tmp_path),
                  "--quiet"]) == 0
     assert "minilm-l6" in (tmp_path / "quant_pareto.md").read_text()
+
+
+def test_pareto_jobs_must_be_positive(tmp_path, capsys):
+    from qesim.cli import main
+
+    assert main(["accuracy", "--pareto", "--jobs", "0", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--jobs (0)" in err[0] and ">= 1" in err[0]
+    assert not list((tmp_path / "o").glob("*"))  # nothing written

@@ -27,6 +27,7 @@ than its rank).
 from __future__ import annotations
 
 import math
+import multiprocessing as mp
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -282,7 +283,7 @@ def run_pareto_on(model, kind: str, calib_batches: list, eval_sets: dict, cfg: P
         return [p]
 
     jobs = max(1, min(int(cfg.jobs), len(tasks)))
-    if jobs > 1 and "fork" in __import__("multiprocessing").get_all_start_methods():
+    if jobs > 1 and "fork" in mp.get_all_start_methods():
         done = _run_forked(run_task, tasks, jobs, max(1, int(cfg.threads) // jobs), pbar)
     else:
         done = []
@@ -311,7 +312,6 @@ def _run_forked(run_task, tasks: list, jobs: int, threads: int, pbar) -> list:
     """``[run_task(t) for t in tasks]`` on ``jobs`` forked processes (they inherit the model, the
     calibration capture and the evaluation chunks; only the Points travel back). The tasks with
     most points (a shared fit evaluated at several ranks) start first; results keep task order."""
-    import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     global _FORKED
