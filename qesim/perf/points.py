@@ -25,7 +25,6 @@ from typing import Optional
 import numpy as np
 
 from qesim.errors import InputError
-
 from qesim.hw.config import HardwareConfig, achieved_bytes_per_cycle
 
 MEMORIES = ("hbm", "ddr")
