@@ -363,11 +363,10 @@ class HardwareConfig(_Strict):
     """One accelerator: clock, matrix and vector engines, off-chip memories, buffers, policy."""
 
     _derived_from: Optional[tuple] = PrivateAttr(default=None)  # (parent config, updated dotted paths)
-    _source: Optional[str] = PrivateAttr(default=None)  # the file it was loaded from (error messages)
 
     def __eq__(self, other) -> bool:
-        """Equal field values (the private bookkeeping — source file, what-if parent — is not part
-        of a config's value)."""
+        """Equal field values (the private bookkeeping — the what-if parent — is not part of a
+        config's value)."""
         if not isinstance(other, HardwareConfig):
             return NotImplemented
         return type(self) is type(other) and self.__dict__ == other.__dict__
@@ -375,12 +374,11 @@ class HardwareConfig(_Strict):
     __hash__ = None  # mutable pydantic model: not hashable (as before)
 
     def described(self) -> str:
-        """``hardware 'NAME' (FILE)`` — how an error names this config (FILE: where it was loaded
-        from, or the config it was derived from)."""
-        src = self._source
-        if src is None and self._derived_from is not None:
-            src = self._derived_from[0]._source
-        return f"hardware {self.name!r}" + (f" ({src})" if src else "")
+        """``hardware 'NAME'`` — how an error about a workload this config cannot run names it. The
+        file path is left out on purpose: an error that names the file means the file itself is
+        invalid (``qesim validate`` refuses it too); this one means the config is valid but lacks
+        what the workload needs (e.g. a MAC-rate entry for its precision pair)."""
+        return f"hardware {self.name!r}"
 
     name: str = Field(min_length=1, max_length=200, description="config name (shown in reports)")
     description: str = Field("", description="free text")

@@ -40,11 +40,9 @@ def config_from_dict(data: dict, source: str) -> HardwareConfig:
     """Validate a parsed config; InputError listing every invalid field (unknown keys get a
     did-you-mean)."""
     try:
-        hw = HardwareConfig.model_validate(data)
+        return HardwareConfig.model_validate(data)
     except ValidationError as e:
         raise InputError(format_validation_error(source, e, HardwareConfig)) from None
-    hw._source = source
-    return hw
 
 
 @lru_cache(maxsize=64)
