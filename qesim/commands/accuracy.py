@@ -235,7 +235,7 @@ def _pareto(args) -> int:
         else:
             cfg = {"small": ParetoConfig.small, "large": ParetoConfig.large}.get(args.pareto_grid, ParetoConfig)(model=m)
         cfg.threads = max(1, args.threads)
-        cfg.jobs = max(1, args.jobs)
+        cfg.jobs = args.jobs  # checked >= 1 above
         cfg.quiet = args.quiet
         if enc and not args.quick:  # paragraphs instead of 128-token chunks
             cfg.n_calib, cfg.n_eval, cfg.n_ood = 64, 128, 2 * cfg.n_ood

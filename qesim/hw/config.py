@@ -373,13 +373,6 @@ class HardwareConfig(_Strict):
 
     __hash__ = None  # mutable pydantic model: not hashable (as before)
 
-    def described(self) -> str:
-        """``hardware 'NAME'`` — how an error about a workload this config cannot run names it. The
-        file path is left out on purpose: an error that names the file means the file itself is
-        invalid (``qesim validate`` refuses it too); this one means the config is valid but lacks
-        what the workload needs (e.g. a MAC-rate entry for its precision pair)."""
-        return f"hardware {self.name!r}"
-
     name: str = Field(min_length=1, max_length=200, description="config name (shown in reports)")
     description: str = Field("", description="free text")
     frequency_mhz: MHz = Field(ge=1e-3, le=MAX_FREQUENCY_MHZ, description="clock of the MPE/SFU, MHz",

@@ -141,8 +141,10 @@ class HwPoints:
             R, bits = self._rates[mode]
             try:
                 ok = self.rep.mpe.covering(mode, w_bits, a_bits)
-            except InputError as e:  # name the config and its file, not only the field
-                raise InputError(f"{self.rep.described()}: {e}") from None
+            except InputError as e:
+                # name the config, not its file: an error naming the file means `qesim validate`
+                # refuses the file; this config is valid but lacks what the workload needs
+                raise InputError(f"hardware {self.rep.name!r}: {e}") from None
             r = R[:, ok].max(axis=1) if ok is not None else R.min(axis=1)
             self._rate_cache[key] = r
         return r
